@@ -1,0 +1,1 @@
+//! rmm-agent (under construction).

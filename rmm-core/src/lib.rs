@@ -1,0 +1,1 @@
+//! rmm-core: placeholder while the skeleton is being laid down.

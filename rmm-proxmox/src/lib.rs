@@ -1,0 +1,1 @@
+//! rmm-proxmox (under construction).

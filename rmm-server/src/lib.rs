@@ -1,0 +1,1 @@
+//! rmm-server (under construction).
