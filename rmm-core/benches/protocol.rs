@@ -1,0 +1,2 @@
+//! protocol benchmarks.
+fn main() {}
