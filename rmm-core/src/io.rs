@@ -3,7 +3,7 @@
 //!
 //! Library code that needs time, a frame transport, a command runner or a
 //! release directory takes one of these traits, so tests can substitute the
-//! in-memory fakes in [`fakes`] (behind the `testing` feature) and stay
+//! in-memory fakes in `fakes` (behind the `testing` feature) and stay
 //! deterministic. The traits use `async fn`-style methods returning `impl
 //! Future` so this crate needs no async runtime.
 
