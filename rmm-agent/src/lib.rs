@@ -34,7 +34,7 @@ pub mod machine;
 //pub mod plugins;
 pub mod runner;
 //pub mod selftest;
-//pub mod store;
+pub mod store;
 //pub mod tls;
 
 /// This build's version.
