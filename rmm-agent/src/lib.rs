@@ -26,16 +26,16 @@
 //! restart is reported failed instead of being run again.
 
 //pub mod daemon;
-//pub mod enroll;
+pub mod enroll;
 pub mod fsutil;
-//pub mod http;
+pub mod http;
 pub mod identity;
 pub mod machine;
 //pub mod plugins;
 pub mod runner;
 //pub mod selftest;
 pub mod store;
-//pub mod tls;
+pub mod tls;
 
 /// This build's version.
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
