@@ -25,15 +25,15 @@
 //! answered from the store, and one found "started but unfinished" after a
 //! restart is reported failed instead of being run again.
 
-//pub mod daemon;
+pub mod daemon;
 pub mod enroll;
 pub mod fsutil;
 pub mod http;
 pub mod identity;
 pub mod machine;
-//pub mod plugins;
+pub mod plugins;
 pub mod runner;
-//pub mod selftest;
+pub mod selftest;
 pub mod store;
 pub mod tls;
 

@@ -1,0 +1,192 @@
+//! The command executor: a concurrency limit with a queue, cancellation,
+//! and the store bookkeeping around each run.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rmm_core::io::{Clock, SystemClock};
+use rmm_core::protocol::{CommandOutcome, CommandResult, RunCommand};
+use tokio::sync::Semaphore;
+use uuid::Uuid;
+
+use crate::runner::{CancelHandle, ProcessRunner, cancel_pair};
+use crate::store::Store;
+
+/// Runs commands at most `limit` at a time; the rest wait in arrival order.
+#[derive(Debug)]
+pub struct Executor {
+    runner: ProcessRunner,
+    store: Arc<Store>,
+    active: Mutex<HashMap<Uuid, CancelHandle>>,
+    sem: Arc<Semaphore>,
+    limit: Mutex<u32>,
+    running: AtomicU32,
+    max_output: AtomicU64,
+    idle: tokio::sync::Notify,
+}
+
+fn result_without_run(id: Uuid, outcome: CommandOutcome, error: String) -> CommandResult {
+    CommandResult {
+        command_id: id,
+        outcome,
+        exit_code: None,
+        signal: None,
+        error: Some(error),
+        stdout_bytes: 0,
+        stderr_bytes: 0,
+        stdout_truncated: false,
+        stderr_truncated: false,
+        started_at_ms: None,
+        finished_at_ms: SystemClock.unix_ms(),
+    }
+}
+
+impl Executor {
+    /// An executor with the default settings (4 at once, 16 MiB per stream).
+    pub fn new(runner: ProcessRunner, store: Arc<Store>) -> Arc<Self> {
+        let d = rmm_core::protocol::AgentSettings::default();
+        Arc::new(Executor {
+            runner,
+            store,
+            active: Mutex::new(HashMap::new()),
+            sem: Arc::new(Semaphore::new(d.max_concurrent_commands as usize)),
+            limit: Mutex::new(d.max_concurrent_commands),
+            running: AtomicU32::new(0),
+            max_output: AtomicU64::new(d.max_output_bytes),
+            idle: tokio::sync::Notify::new(),
+        })
+    }
+
+    fn active(&self) -> MutexGuard<'_, HashMap<Uuid, CancelHandle>> {
+        self.active.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies the server's settings (from `welcome`).
+    pub fn apply(&self, settings: &rmm_core::protocol::AgentSettings) {
+        self.max_output.store(settings.max_output_bytes, Ordering::Relaxed);
+        let new = settings.max_concurrent_commands.clamp(1, 1024);
+        let mut cur = self.limit.lock().unwrap_or_else(|p| p.into_inner());
+        if new > *cur {
+            self.sem.add_permits((new - *cur) as usize);
+        } else if new < *cur {
+            let sem = self.sem.clone();
+            let n = *cur - new;
+            tokio::spawn(async move {
+                if let Ok(p) = sem.acquire_many_owned(n).await {
+                    p.forget();
+                }
+            });
+        }
+        *cur = new;
+    }
+
+    /// Whether `id` is queued or running here.
+    pub fn is_active(&self, id: Uuid) -> bool {
+        self.active().contains_key(&id)
+    }
+
+    /// Commands whose process is running.
+    pub fn running(&self) -> u32 {
+        self.running.load(Ordering::Relaxed)
+    }
+
+    /// Queues `cmd`. The caller has checked it is neither active nor known
+    /// to the store.
+    pub fn submit(self: &Arc<Self>, cmd: RunCommand) {
+        let id = cmd.command_id;
+        let (handle, mut signal) = cancel_pair();
+        self.active().insert(id, handle);
+        let me = self.clone();
+        tokio::spawn(async move {
+            let permit = tokio::select! {
+                p = me.sem.clone().acquire_owned() => p.ok(),
+                _ = signal.cancelled() => None,
+            };
+            let Some(_permit) = permit else {
+                let r = result_without_run(id, CommandOutcome::Cancelled, "cancelled before it started".into());
+                if let Err(e) = me.store.record_unstarted(r) {
+                    tracing::error!(%id, "cannot record the result of a cancelled command: {e}");
+                }
+                me.done(id);
+                return;
+            };
+            let started = SystemClock.unix_ms();
+            let mut spool = match me.store.begin(id, started) {
+                Ok(s) => s,
+                Err(e) => {
+                    // Not marked started: the command must not run.
+                    tracing::error!(%id, "cannot persist the command's start, not running it: {e}");
+                    let r = result_without_run(
+                        id,
+                        CommandOutcome::Failed,
+                        format!("the agent cannot persist command state, so it did not run the command: {e}"),
+                    );
+                    let _ = me.store.record_unstarted(r);
+                    me.done(id);
+                    return;
+                }
+            };
+            me.running.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(%id, kind = %cmd.command_type, context = %cmd.context, "running command");
+            let mut write_failed = None;
+            let mut sink = |stream, text: &str| {
+                if let Err(e) = spool.append(stream, text) {
+                    write_failed.get_or_insert(e.to_string());
+                }
+            };
+            let cap = me.max_output.load(Ordering::Relaxed);
+            let mut result = me.runner.execute(&cmd, cap, &mut sink, signal).await;
+            if let Some(e) = write_failed {
+                result.error.get_or_insert(format!("output could not be stored completely: {e}"));
+            }
+            me.running.fetch_sub(1, Ordering::Relaxed);
+            tracing::info!(%id, outcome = %result.outcome, exit_code = ?result.exit_code, "command finished");
+            if let Err(e) = spool.finish(result) {
+                tracing::error!(%id, "cannot store the command's result: {e}");
+            }
+            me.done(id);
+        });
+    }
+
+    fn done(&self, id: Uuid) {
+        let mut a = self.active();
+        a.remove(&id);
+        if a.is_empty() {
+            self.idle.notify_waiters();
+        }
+    }
+
+    /// Cancels `id` if it is queued or running; `false` if it is not active.
+    pub fn cancel(&self, id: Uuid) -> bool {
+        match self.active().get(&id) {
+            Some(h) => {
+                h.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Cancels everything and waits (at most `wait`) for the results to be
+    /// stored. Used on shutdown, so no command is left "started" on disk.
+    pub async fn shutdown(&self, wait: Duration) {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let idle = self.idle.notified();
+            {
+                let a = self.active();
+                if a.is_empty() {
+                    return;
+                }
+                for h in a.values() {
+                    h.cancel();
+                }
+            }
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                return;
+            }
+        }
+    }
+}

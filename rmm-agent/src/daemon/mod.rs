@@ -1,0 +1,244 @@
+//! The daemon (`rmm-agent run`): connect, hello, welcome, serve, and
+//! reconnect with full-jitter backoff after any drop.
+//!
+//! Reconnects follow PROTOCOL.md §4: before the first attempt the agent
+//! waits a random time in `[0, initial_delay]`; after a failed attempt or
+//! a drop it waits [`Backoff::delay`] (uniform in `[0, min(cap, base·2ⁿ))`)
+//! with `n` counting attempts since the last connection that stayed up for
+//! `stable_after`. With the defaults (base 1 s, cap 5 min, stable 60 s) a
+//! fleet whose server restarts spreads its reconnects instead of
+//! stampeding.
+
+pub mod conn;
+pub mod exec;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use rmm_core::io::{Backoff, Clock, SystemClock};
+use rmm_core::protocol::{Codec, Hello, VersionRange};
+use tokio::sync::Notify;
+
+use self::conn::{ConnError, Parts};
+use self::exec::Executor;
+use crate::identity::{Identity, IdentityError, StateDir};
+use crate::plugins::{PluginOptions, Plugins};
+use crate::runner::{ProcessRunner, RunnerConfig};
+use crate::store::Store;
+
+/// Everything `run` can be configured with.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// The state directory.
+    pub state_dir: PathBuf,
+    /// Reconnect schedule.
+    pub backoff: Backoff,
+    /// A connection that stayed up this long resets the schedule.
+    pub stable_after: Duration,
+    /// Upper bound of the random delay before the first connection.
+    pub initial_delay: Duration,
+    /// Replaces `/etc/machine-id` as the input of the machine uid.
+    pub machine_id: Option<String>,
+    /// Command runner settings.
+    pub runner: RunnerConfig,
+    /// Plugin settings (`dir: None` means `<state-dir>/plugins`).
+    pub plugins: PluginOptions,
+    /// Largest control frame accepted from the server.
+    pub max_control_bytes: usize,
+    /// Finished command ids remembered.
+    pub finished_capacity: usize,
+    /// Timeout of connect + upgrade, and of the wait for welcome.
+    pub connect_timeout: Duration,
+}
+
+impl AgentOptions {
+    /// Defaults for a state directory.
+    pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+        AgentOptions {
+            state_dir: state_dir.into(),
+            backoff: Backoff {
+                base: Duration::from_secs(1),
+                cap: Duration::from_secs(300),
+            },
+            stable_after: Duration::from_secs(60),
+            initial_delay: Duration::from_secs(5),
+            machine_id: None,
+            runner: RunnerConfig::default(),
+            plugins: PluginOptions::default(),
+            max_control_bytes: 32 * 1024 * 1024,
+            finished_capacity: crate::store::DEFAULT_CAPACITY,
+            connect_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why the agent cannot start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AgentError {
+    /// State directory or identity problem.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// No machine id.
+    #[error(transparent)]
+    MachineId(#[from] crate::machine::NoMachineId),
+    /// The command store cannot be opened.
+    #[error("cannot open the command store in {}: {source}", .dir.display())]
+    Store {
+        /// Its directory.
+        dir: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A ready-to-run agent.
+#[derive(Debug)]
+pub struct Agent {
+    opts: AgentOptions,
+    identity: Identity,
+    hello: Hello,
+    store: Arc<Store>,
+    exec: Arc<Executor>,
+    plugins: Arc<Plugins>,
+    outbox_changed: Arc<Notify>,
+}
+
+impl Agent {
+    /// Opens the state directory (it must be writable), loads the identity
+    /// (it must exist: the agent never mints one), and recovers the store.
+    pub fn open(opts: AgentOptions) -> Result<Agent, AgentError> {
+        let state = StateDir::open(&opts.state_dir)?;
+        let identity = state.load_identity()?;
+        let machine_uid = crate::machine::machine_uid(opts.machine_id.as_deref())?;
+        let store_dir = state.subdir("commands")?;
+        let (store, recovered) = Store::open(&store_dir, opts.finished_capacity, SystemClock.unix_ms())
+            .map_err(|source| AgentError::Store {
+                dir: store_dir.clone(),
+                source,
+            })?;
+        for id in &recovered {
+            tracing::warn!(%id, "{}", crate::store::RESTARTED_ERROR);
+        }
+        let outbox_changed = store.changed();
+        let mut runner_cfg = opts.runner.clone();
+        if runner_cfg.scratch_dir.as_os_str().is_empty() {
+            runner_cfg.scratch_dir = std::env::temp_dir();
+        }
+        let exec = Executor::new(ProcessRunner::new(runner_cfg), store.clone());
+        let mut popts = opts.plugins.clone();
+        if popts.dir.is_none() {
+            popts.dir = Some(state.path().join("plugins"));
+        }
+        let plugins = Plugins::new(popts, outbox_changed.clone());
+        let hello = Hello {
+            protocol: VersionRange::current(),
+            agent_id: identity.agent_id,
+            agent_version: crate::AGENT_VERSION.into(),
+            os: crate::machine::os().into(),
+            arch: crate::machine::arch().into(),
+            hostname: crate::machine::hostname(),
+            machine_uid,
+            channel: identity.channel.clone(),
+        };
+        Ok(Agent {
+            opts,
+            identity,
+            hello,
+            store,
+            exec,
+            plugins,
+            outbox_changed,
+        })
+    }
+
+    /// The identity in use.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// The hello this agent sends.
+    pub fn hello(&self) -> &Hello {
+        &self.hello
+    }
+
+    /// Runs until `shutdown` resolves: connects, serves, reconnects. On
+    /// shutdown, running commands are stopped and their results stored.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        let mut shutdown = std::pin::pin!(shutdown);
+        let plugin_task = tokio::spawn(self.plugins.clone().run_forever());
+        let codec = Codec::new(conn::limits(self.opts.max_control_bytes));
+        let initial = self.opts.initial_delay.mul_f64(rand::rng().random::<f64>());
+        tracing::info!(delay_ms = initial.as_millis() as u64, "starting; first connection after a random delay");
+        let mut stopped = tokio::select! {
+            _ = tokio::time::sleep(initial) => false,
+            _ = &mut shutdown => true,
+        };
+        let mut attempt: u32 = 0;
+        while !stopped {
+            let t0 = tokio::time::Instant::now();
+            match self.connect_once(&codec, &mut shutdown).await {
+                Ok(()) => stopped = true,
+                Err((e, welcomed_at)) => {
+                    if let Some(at) = welcomed_at {
+                        if at.elapsed() >= self.opts.stable_after {
+                            attempt = 0;
+                        }
+                    }
+                    tracing::warn!(after_ms = t0.elapsed().as_millis() as u64, "{e}");
+                }
+            }
+            if stopped {
+                break;
+            }
+            let delay = self.opts.backoff.delay(attempt, rand::rng().random::<f64>());
+            attempt = attempt.saturating_add(1);
+            tracing::info!(attempt, delay_ms = delay.as_millis() as u64, "reconnecting");
+            stopped = tokio::select! {
+                _ = tokio::time::sleep(delay) => false,
+                _ = &mut shutdown => true,
+            };
+        }
+        plugin_task.abort();
+        let grace = self.opts.runner.kill_grace + Duration::from_secs(2);
+        self.exec.shutdown(grace).await;
+        tracing::info!("stopped");
+    }
+
+    async fn connect_once(
+        &self,
+        codec: &Codec,
+        shutdown: &mut (impl std::future::Future<Output = ()> + Unpin),
+    ) -> Result<(), (ConnError, Option<tokio::time::Instant>)> {
+        let timeout = self.opts.connect_timeout;
+        let connect = async {
+            let (mut ws, _) = conn::connect(&self.identity, codec.limits, timeout).await?;
+            let welcome = conn::handshake(&mut ws, codec, &self.hello, timeout).await?;
+            Ok::<_, ConnError>((ws, welcome))
+        };
+        let (ws, welcome) = tokio::select! {
+            r = connect => r.map_err(|e| (e, None))?,
+            _ = &mut *shutdown => return Ok(()),
+        };
+        let welcomed = tokio::time::Instant::now();
+        tracing::info!(
+            protocol = welcome.protocol,
+            heartbeat_secs = welcome.heartbeat_interval_secs,
+            max_concurrent = welcome.settings.max_concurrent_commands,
+            "connected and welcomed"
+        );
+        self.exec.apply(&welcome.settings);
+        let parts = Parts {
+            store: &self.store,
+            exec: &self.exec,
+            plugins: &self.plugins,
+            outbox_changed: &self.outbox_changed,
+        };
+        conn::serve(ws, *codec, &welcome, parts, shutdown)
+            .await
+            .map_err(|e| (e, Some(welcomed)))
+    }
+}

@@ -1,0 +1,167 @@
+//! `rmm-agent selftest`: state directory, identity, machine id, server
+//! reachability (a real WebSocket connection with the agent credential,
+//! hello and welcome) and clock skew against the server's `Date` header.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rmm_core::io::{Clock, SystemClock};
+use rmm_core::protocol::{Codec, Hello, VersionRange};
+
+use crate::daemon::conn;
+use crate::identity::{Identity, StateDir};
+
+/// Largest clock difference that passes.
+pub const MAX_SKEW: Duration = Duration::from_secs(60);
+
+/// One check's outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// What was checked.
+    pub name: &'static str,
+    /// Whether it passed.
+    pub ok: bool,
+    /// Detail for the report.
+    pub detail: String,
+}
+
+/// The report.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// Every check, in order.
+    pub checks: Vec<Check>,
+}
+
+impl Report {
+    /// Whether every check passed.
+    pub fn passed(&self) -> bool {
+        !self.checks.is_empty() && self.checks.iter().all(|c| c.ok)
+    }
+
+    fn add(&mut self, name: &'static str, ok: bool, detail: impl Into<String>) {
+        self.checks.push(Check {
+            name,
+            ok,
+            detail: detail.into(),
+        });
+    }
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for c in &self.checks {
+            writeln!(f, "[{}] {:<10} {}", if c.ok { " ok " } else { "FAIL" }, c.name, c.detail)?;
+        }
+        write!(f, "selftest {}", if self.passed() { "passed" } else { "FAILED" })
+    }
+}
+
+/// Parses an HTTP `Date` header (IMF-fixdate) into unix ms.
+pub fn parse_http_date(s: &str) -> Option<u64> {
+    let t = chrono::DateTime::parse_from_rfc2822(s.trim()).ok()?;
+    u64::try_from(t.timestamp_millis()).ok()
+}
+
+/// Runs every check.
+pub async fn run(state_dir: PathBuf, machine_id: Option<&str>, timeout: Duration) -> Report {
+    let mut r = Report::default();
+    match StateDir::open(&state_dir) {
+        Ok(_) => r.add("state-dir", true, format!("{} is writable", state_dir.display())),
+        Err(e) => r.add("state-dir", false, e.to_string()),
+    }
+    let identity = match Identity::load(&state_dir) {
+        Ok(id) => {
+            r.add(
+                "identity",
+                true,
+                format!("agent {} ({}) of {}", id.agent_name, id.agent_id, id.server_url),
+            );
+            Some(id)
+        }
+        Err(e) => {
+            r.add("identity", false, e.to_string());
+            None
+        }
+    };
+    let machine_uid = match crate::machine::machine_uid(machine_id) {
+        Ok(u) => {
+            r.add("machine-id", true, format!("machine uid {}", &u[..16]));
+            u
+        }
+        Err(e) => {
+            r.add("machine-id", false, e.to_string());
+            String::new()
+        }
+    };
+    let Some(identity) = identity else {
+        r.add("server", false, "skipped: no identity");
+        return r;
+    };
+    let codec = Codec::new(conn::limits(32 * 1024 * 1024));
+    let hello = Hello {
+        protocol: VersionRange::current(),
+        agent_id: identity.agent_id,
+        agent_version: crate::AGENT_VERSION.into(),
+        os: crate::machine::os().into(),
+        arch: crate::machine::arch().into(),
+        hostname: crate::machine::hostname(),
+        machine_uid,
+        channel: identity.channel.clone(),
+    };
+    let t0 = std::time::Instant::now();
+    match conn::connect(&identity, codec.limits, timeout).await {
+        Err(e) => r.add("server", false, e.to_string()),
+        Ok((mut ws, date)) => {
+            match conn::handshake(&mut ws, &codec, &hello, timeout).await {
+                Ok(w) => r.add(
+                    "server",
+                    true,
+                    format!(
+                        "welcomed in {} ms (protocol {}, heartbeat {} s)",
+                        t0.elapsed().as_millis(),
+                        w.protocol,
+                        w.heartbeat_interval_secs
+                    ),
+                ),
+                Err(e) => r.add("server", false, e.to_string()),
+            }
+            let _ = ws.close(None).await;
+            match date.as_deref().and_then(parse_http_date) {
+                Some(server_ms) => {
+                    let local = SystemClock.unix_ms();
+                    let skew = local.abs_diff(server_ms);
+                    // The Date header has 1 s resolution.
+                    let ok = skew <= MAX_SKEW.as_millis() as u64 + 1000;
+                    r.add(
+                        "clock",
+                        ok,
+                        format!("local clock differs from the server's by about {} s (limit {} s)", skew / 1000, MAX_SKEW.as_secs()),
+                    );
+                }
+                None => r.add("clock", true, "not checked: the server sent no Date header"),
+            }
+        }
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_dates() {
+        assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"), Some(784111777000));
+        assert_eq!(parse_http_date("yesterday"), None);
+    }
+
+    #[tokio::test]
+    async fn missing_identity_fails_the_report() {
+        let tmp = tempfile::tempdir().unwrap();
+        let r = run(tmp.path().to_owned(), Some("x"), Duration::from_secs(1)).await;
+        assert!(!r.passed());
+        let text = r.to_string();
+        assert!(text.contains("no identity"), "{text}");
+        assert!(text.ends_with("selftest FAILED"), "{text}");
+    }
+}
