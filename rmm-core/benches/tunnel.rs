@@ -3,6 +3,7 @@
 //! read -> window adjust back), with default windows (256 KiB) and frames
 //! (32 KiB). One variant hands frames over directly, one also encodes and
 //! decodes every frame with the codec, as a WebSocket driver does.
+#![allow(missing_docs)] // criterion_group! generates an undocumented fn
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -66,14 +67,14 @@ impl Pair {
         }
     }
 
-    fn to_server(&mut self) {
+    fn flush_to_server(&mut self) {
         while let Some(f) = self.agent.poll_transmit(self.now) {
             let f = self.carry(f);
             self.server.handle_frame(self.now, f).expect("server input");
         }
     }
 
-    fn to_agent(&mut self) {
+    fn flush_to_agent(&mut self) {
         while let Some(f) = self.server.poll_transmit(self.now) {
             let f = self.carry(f);
             self.agent.handle_frame(self.now, f).expect("agent input");
@@ -81,8 +82,8 @@ impl Pair {
     }
 
     fn exchange(&mut self) {
-        self.to_agent();
-        self.to_server();
+        self.flush_to_agent();
+        self.flush_to_server();
         self.drain_events();
     }
 
@@ -111,14 +112,14 @@ impl Pair {
                     .expect("write");
                 written[i] += n as u64;
             }
-            self.to_server();
+            self.flush_to_server();
             for (i, id) in self.ids.clone().into_iter().enumerate() {
                 while let Some(chunk) = self.server.read_chunk(id, usize::MAX).expect("read") {
                     read[i] += chunk.len() as u64;
                     total += black_box(chunk).len() as u64;
                 }
             }
-            self.to_agent();
+            self.flush_to_agent();
             self.drain_events();
         }
         total
