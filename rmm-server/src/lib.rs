@@ -1,1 +1,472 @@
-//! rmm-server (under construction).
+//! # rmm-server
+//!
+//! The reference rmm server as a library: the HTTP API of SPEC §2
+//! ([`api`]), the agent WebSocket hub with durable command delivery
+//! ([`hub`]), enrollment ([`enroll`]), authentication ([`auth`]), metrics
+//! ([`metrics`]) and the [`store`] (SQLite or PostgreSQL). The
+//! `rmm-server` binary only parses arguments and calls [`Server`].
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), rmm_server::ServerError> {
+//! let mut config = rmm_server::Config::default();
+//! config.listen = "127.0.0.1:0".parse().expect("address");
+//! config.data_dir = "/tmp/rmm-demo".into();
+//! let server = rmm_server::Server::bind(config).await?;
+//! println!("listening on {}", server.local_addr());
+//! server.run(async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Architecture invariant: all authoritative state (users, agents, queued
+//! commands, output, results, enrollment tokens, audit) is in the store;
+//! the process keeps only live connections, throttle counters and caches,
+//! so several replicas can share one PostgreSQL database.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod enroll;
+pub mod error;
+pub mod hub;
+pub mod metrics;
+pub mod store;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, watch};
+use uuid::Uuid;
+
+pub use config::Config;
+pub use error::{ApiError, ServerError};
+
+use crate::auth::{JwtKeys, LoginThrottle, hash_password, random_token, sha256_hex};
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::store::{NewEnrollment, Role, Store, StoreError, User};
+
+/// Wall-clock now, unix milliseconds.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// An argon2id hash of a random password, verified against when the login
+/// e-mail is unknown so both paths cost the same.
+pub(crate) fn dummy_hash() -> &'static str {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| hash_password(&random_token(16)).unwrap_or_default())
+}
+
+/// Everything a request handler needs.
+pub struct App {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// Configuration.
+    pub config: Arc<Config>,
+    /// JWT keys.
+    pub jwt: JwtKeys,
+    /// Login throttle.
+    pub throttle: LoginThrottle,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// The agent hub.
+    pub hub: Arc<Hub>,
+    /// The URL this server is reached at (no trailing slash).
+    pub public_url: String,
+    /// Bounds concurrent argon2 work (memory-hard: 19 MiB each).
+    pub hash_permits: Semaphore,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("store", &self.store.backend())
+            .field("public_url", &self.public_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Shared handler state (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct AppState(pub Arc<App>);
+
+impl Deref for AppState {
+    type Target = App;
+    fn deref(&self) -> &App {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// The release index of the downloads directory (empty without one).
+    pub async fn release_index(&self) -> Result<rmm_core::channel::ReleaseIndex, ApiError> {
+        let Some(dir) = self.config.downloads_dir.clone() else {
+            return Ok(rmm_core::channel::ReleaseIndex::new());
+        };
+        tokio::task::spawn_blocking(move || rmm_core::channel::scan_dir(dir))
+            .await
+            .map_err(ApiError::internal)?
+            .map(|r| r.index)
+            .map_err(ApiError::internal)
+    }
+
+    /// The newest Linux build per architecture for a channel word.
+    pub async fn linux_builds(&self, channel: &str) -> Vec<enroll::BuildChoice> {
+        let channel = if channel == "beta" {
+            rmm_core::channel::Channel::Beta
+        } else {
+            rmm_core::channel::Channel::Stable
+        };
+        match self.release_index().await {
+            Ok(index) => enroll::linux_builds(&index, channel),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+/// Creates an enrollment bundle (the API route and the `enroll-bundle`
+/// CLI both call this).
+pub async fn create_bundle(
+    state: &AppState,
+    agent_name: &str,
+    server_url: Option<&str>,
+    channel: api::ChannelWord,
+    actor: &str,
+    address: Option<String>,
+) -> Result<api::EnrollResponse, ApiError> {
+    if !enroll::valid_agent_name(agent_name) {
+        return Err(ApiError::unprocessable(
+            "invalid_agent_name",
+            "agent_name must match ^[a-z0-9][a-z0-9-]{0,62}$",
+        ));
+    }
+    let server_url = server_url
+        .map(|u| u.trim_end_matches('/').to_owned())
+        .unwrap_or_else(|| state.public_url.clone());
+    let url_ok = (server_url.starts_with("http://") || server_url.starts_with("https://"))
+        && server_url.len() <= 2048
+        && server_url.len() > "https://".len()
+        && !server_url
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control());
+    if !url_ok {
+        return Err(ApiError::unprocessable(
+            "invalid_server_url",
+            "server_url must be an absolute http:// or https:// URL",
+        ));
+    }
+    let token = random_token(enroll::TOKEN_BYTES);
+    let now = now_ms();
+    let ttl = i64::try_from(state.config.enroll_ttl.as_millis()).unwrap_or(300_000);
+    let channel = match channel {
+        api::ChannelWord::Stable => "stable",
+        api::ChannelWord::Beta => "beta",
+    };
+    let e = NewEnrollment {
+        agent_id: Uuid::new_v4(),
+        agent_name: agent_name.to_owned(),
+        token_hash: sha256_hex(&token),
+        server_url,
+        channel: channel.to_owned(),
+        created_by: actor.to_owned(),
+        created_at: now,
+        expires_at: now + ttl,
+    };
+    state
+        .store
+        .create_enrollment(&e)
+        .await
+        .map_err(|err| match err {
+            StoreError::Conflict(_) => {
+                ApiError::conflict(format!("an agent named {agent_name} already exists"))
+            }
+            other => other.into(),
+        })?;
+    api::audit(
+        state,
+        actor,
+        "enrollment.create",
+        Some(e.agent_id.to_string()),
+        address,
+        serde_json::json!({"agent_name": agent_name, "channel": channel, "expires_at": e.expires_at}),
+    )
+    .await;
+    Ok(api::EnrollResponse {
+        command: format!(
+            "curl -fsSL {}/api/v1/enroll-bundle/{token}.sh | sudo bash",
+            state.public_url
+        ),
+        token,
+        expires_at: chrono::DateTime::<chrono::Utc>::from_timestamp_millis(e.expires_at)
+            .unwrap_or_default()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        agent_id: e.agent_id,
+    })
+}
+
+/// Reads or creates the JWT secret: `config.jwt_secret`, else
+/// `<data_dir>/jwt.key` (created with 0600 on first start).
+fn jwt_secret(config: &Config) -> Result<Vec<u8>, ServerError> {
+    if let Some(s) = &config.jwt_secret {
+        if s.len() < 32 {
+            return Err(ServerError::Config(
+                "RMM_JWT_SECRET must have at least 32 characters".into(),
+            ));
+        }
+        return Ok(s.as_bytes().to_vec());
+    }
+    let path = config.data_dir.join("jwt.key");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if s.trim().len() >= 32 => return Ok(s.trim().as_bytes().to_vec()),
+        Ok(_) => {
+            return Err(ServerError::Config(format!(
+                "{} is too short; delete it to generate a new key (this logs everyone out)",
+                path.display()
+            )));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(ServerError::io(
+                format!("cannot read {}", path.display()),
+                e,
+            ));
+        }
+    }
+    let secret = random_token(48);
+    write_private(&path, secret.as_bytes())
+        .map_err(|e| ServerError::io(format!("cannot write {}", path.display()), e))?;
+    Ok(secret.into_bytes())
+}
+
+fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    opts.mode(0o600);
+    let mut f = opts.open(path)?;
+    f.write_all(data)?;
+    f.sync_all()
+}
+
+/// Opens the store and builds the handler state (used by [`Server::bind`]
+/// and the CLI's offline subcommands).
+pub async fn open_state(
+    config: Config,
+    public_url: String,
+    shutdown: watch::Receiver<bool>,
+) -> Result<AppState, ServerError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        ServerError::io(
+            format!("cannot create data dir {}", config.data_dir.display()),
+            e,
+        )
+    })?;
+    let store = store::open(&config.effective_database_url()).await?;
+    let secret = jwt_secret(&config)?;
+    let config = Arc::new(config);
+    let metrics = Arc::new(Metrics::default());
+    let hub = Hub::new(store.clone(), config.clone(), metrics.clone(), shutdown);
+    let state = AppState(Arc::new(App {
+        jwt: JwtKeys::new(&secret, config.token_ttl),
+        throttle: LoginThrottle::new(
+            config.login_max_failures_per_account,
+            config.login_max_failures_per_ip,
+            config.login_window,
+        ),
+        store,
+        metrics,
+        hub,
+        public_url: public_url.trim_end_matches('/').to_owned(),
+        hash_permits: Semaphore::new(4),
+        config,
+    }));
+    if let Some((email, password)) = state.config.admin.clone() {
+        ensure_first_admin(&state, &email, &password).await?;
+    }
+    Ok(state)
+}
+
+async fn ensure_first_admin(
+    state: &AppState,
+    email: &str,
+    password: &str,
+) -> Result<(), ServerError> {
+    if state.store.count_users().await? > 0 {
+        return Ok(());
+    }
+    if password.chars().count() < 8 {
+        return Err(ServerError::Config(
+            "RMM_ADMIN_PASSWORD must have at least 8 characters".into(),
+        ));
+    }
+    let now = now_ms();
+    let hash = hash_password(password).map_err(ServerError::Config)?;
+    let user = User {
+        id: Uuid::new_v4(),
+        email: email.trim().to_lowercase(),
+        password_hash: hash,
+        role: Role::Admin,
+        created_at: now,
+        updated_at: now,
+    };
+    match state.store.create_user(&user).await {
+        Ok(()) | Err(StoreError::Conflict(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    api::audit(
+        state,
+        "system",
+        "user.create",
+        Some(user.id.to_string()),
+        None,
+        serde_json::json!({"email": user.email, "role": "admin", "source": "RMM_ADMIN_EMAIL"}),
+    )
+    .await;
+    tracing::info!(email = %user.email, "created the first admin");
+    Ok(())
+}
+
+/// A bound, not yet running server.
+pub struct Server {
+    listener: tokio::net::TcpListener,
+    addr: SocketAddr,
+    state: AppState,
+    shutdown_tx: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Binds the listen address, opens and migrates the store, creates the
+    /// first admin if configured.
+    pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| ServerError::io(format!("cannot listen on {}", config.listen), e))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| ServerError::io("cannot read the bound address", e))?;
+        let public_url = config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}"));
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let state = open_state(config, public_url, shutdown_rx).await?;
+        Ok(Server {
+            listener,
+            addr,
+            state,
+            shutdown_tx,
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The handler state.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets
+    /// in-flight requests finish, closes agent sockets (close code 1001)
+    /// and flushes `last_seen`.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let Server {
+            listener,
+            addr,
+            state,
+            shutdown_tx,
+        } = self;
+        let background = tokio::spawn(state.hub.clone().run_background());
+        let app = api::router(state.clone());
+        let tx = shutdown_tx.clone();
+        let signal = async move {
+            shutdown.await;
+            let _ = tx.send(true);
+        };
+        tracing::info!(%addr, store = state.store.backend(), "rmm-server listening");
+        let served = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(signal)
+        .await;
+        let _ = shutdown_tx.send(true);
+        state.hub.wait_closed(Duration::from_secs(5)).await;
+        let _ = background.await;
+        served.map_err(|e| ServerError::io("server failed", e))
+    }
+}
+
+/// A server running in a background task (for tests and embedding).
+#[derive(Debug)]
+pub struct ServerHandle {
+    addr: SocketAddr,
+    state: AppState,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), ServerError>>,
+}
+
+impl ServerHandle {
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The handler state (store, hub, ...).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// `http://<addr>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Shuts down gracefully and waits.
+    pub async fn shutdown(mut self) -> Result<(), ServerError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(ServerError::Config(format!("server task failed: {e}"))),
+        }
+    }
+}
+
+/// Binds and runs a server in a background task; returns once it is
+/// listening.
+pub async fn spawn(config: Config) -> Result<ServerHandle, ServerError> {
+    let server = Server::bind(config).await?;
+    let addr = server.local_addr();
+    let state = server.state().clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+    Ok(ServerHandle {
+        addr,
+        state,
+        stop: Some(stop),
+        task,
+    })
+}

@@ -1,0 +1,1347 @@
+//! The HTTP API (SPEC §2): routes, handlers, and the extractors that turn
+//! every malformed input into a typed JSON error.
+//!
+//! Status decisions:
+//! - 400: the body is not JSON (`invalid_json`), JSON of the wrong shape
+//!   (missing field, wrong type, unknown enum word: `invalid_body`), a
+//!   path id that is not a UUID (`invalid_id`), a bad query string
+//!   (`invalid_query`).
+//! - 422: well-formed but unusable values: an empty command, a timeout of
+//!   0 or over 7 days, an agent name that is not a DNS label, a server URL
+//!   that is not http(s), a password shorter than 8 characters.
+//! - 401: no, garbage, expired, `alg: none` or otherwise invalid token, an
+//!   `Agent` credential on a user route, wrong login.
+//! - 403: authenticated, role too low. 404: unknown object or route.
+//! - 409: name or e-mail taken, cancelling a finished command.
+//! - 413: body over the limit. 429: login throttled (`Retry-After`).
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, MatchedPath, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Router, extract::DefaultBodyLimit};
+use bytes::Bytes;
+use chrono::{DateTime, SecondsFormat, Utc};
+use rmm_core::protocol::{CommandContext, CommandRef, CommandType, Message};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use utoipa::{OpenApi, ToSchema};
+use uuid::Uuid;
+
+use crate::auth::{AuthUser, hash_password, random_token, sha256_hex, verify_password};
+use crate::enroll;
+use crate::error::{ApiError, ErrorBody};
+use crate::store::{Agent, CancelOutcome, Command, NewAudit, NewCommand, Role, User};
+use crate::{AppState, now_ms};
+
+// ---------------------------------------------------------------- extractors
+
+/// A JSON body. Any content type is accepted (curl users forget the
+/// header); errors become 400/413 JSON errors.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e: BytesRejection| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::too_large(state.config.body_limit)
+                } else {
+                    ApiError::bad_request("invalid_body", e.body_text())
+                }
+            })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(ApiError::bad_request(
+                "invalid_json",
+                "the request body is empty, expected a JSON object",
+            ));
+        }
+        serde_json::from_slice(&bytes).map(ApiJson).map_err(|e| {
+            use serde_json::error::Category;
+            match e.classify() {
+                Category::Data => ApiError::bad_request("invalid_body", e.to_string()),
+                _ => ApiError::bad_request(
+                    "invalid_json",
+                    format!("the body is not valid JSON: {e}"),
+                ),
+            }
+        })
+    }
+}
+
+/// A path parameter; a value that does not parse (a bad UUID) is a 400.
+#[derive(Debug)]
+pub struct ApiPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| ApiPath(p.0))
+            .map_err(|e: PathRejection| {
+                ApiError::bad_request(
+                    "invalid_id",
+                    format!("invalid path parameter: {}", e.body_text()),
+                )
+            })
+    }
+}
+
+/// A query string; errors are 400 `invalid_query`.
+#[derive(Debug)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| ApiQuery(q.0))
+            .map_err(|e: QueryRejection| ApiError::bad_request("invalid_query", e.body_text()))
+    }
+}
+
+// ---------------------------------------------------------------- views
+
+fn ts(ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn ts_opt(ms: Option<i64>) -> Option<String> {
+    ms.map(ts)
+}
+
+/// An agent as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AgentView {
+    /// Id.
+    pub id: Uuid,
+    /// Enrollment name.
+    pub name: String,
+    /// Host name (empty until the agent first connects).
+    pub hostname: String,
+    /// OS.
+    pub os: String,
+    /// CPU architecture.
+    pub arch: String,
+    /// Agent build version.
+    pub agent_version: String,
+    /// `stable` or `beta`.
+    pub channel: String,
+    /// `online` or `offline`.
+    pub status: String,
+    /// Last time heard from (RFC 3339), or null.
+    pub last_seen: Option<String>,
+    /// Machine identity hash.
+    pub machine_uid: Option<String>,
+    /// Address it enrolled or last connected from.
+    pub address: Option<String>,
+    /// Whether the enrollment payload was taken.
+    pub enrolled: bool,
+    /// Creation time.
+    pub created_at: String,
+    /// Set when the agent was deleted or replaced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retired_at: Option<String>,
+    /// The agent that replaced this one (identity dedup).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replaced_by: Option<Uuid>,
+}
+
+impl AgentView {
+    fn new(a: Agent, state: &AppState) -> Self {
+        let window = 3 * state.config.heartbeat_interval.as_millis() as i64
+            + state.config.last_seen_flush.as_millis() as i64
+            + 1000;
+        let online = a.online
+            && a.retired_at.is_none()
+            && a.last_seen.is_some_and(|t| now_ms() - t <= window);
+        AgentView {
+            id: a.id,
+            name: a.name,
+            hostname: a.hostname,
+            os: a.os,
+            arch: a.arch,
+            agent_version: a.agent_version,
+            channel: a.channel,
+            status: if online { "online" } else { "offline" }.to_owned(),
+            last_seen: ts_opt(a.last_seen),
+            machine_uid: a.machine_uid,
+            address: a.address,
+            enrolled: a.enrolled_at.is_some(),
+            created_at: ts(a.created_at),
+            retired_at: ts_opt(a.retired_at),
+            replaced_by: a.replaced_by,
+        }
+    }
+}
+
+/// A command and its result.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CommandView {
+    /// Id.
+    pub id: Uuid,
+    /// Target agent.
+    pub agent_id: Uuid,
+    /// `shell`, `bash`, `sh`, `powershell` or `python`.
+    pub command_type: String,
+    /// The script text (omitted in listings).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command_text: Option<String>,
+    /// `system` or `user_session`.
+    pub context: String,
+    /// Timeout, if any.
+    pub timeout_secs: Option<u32>,
+    /// `running` until final, then `completed`, `failed`, `timeout`, `cancelled`.
+    pub status: String,
+    /// `queued`, `delivered`, `executing` or `done`.
+    pub phase: String,
+    /// Exit code once the process exited, else null.
+    pub exit_code: Option<i32>,
+    /// Signal that ended the process, if one did.
+    pub signal: Option<i32>,
+    /// Failure outside the process (no user session, interpreter missing).
+    pub error: Option<String>,
+    /// Captured stdout (omitted in listings).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stdout: Option<String>,
+    /// Captured stderr (omitted in listings).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stderr: Option<String>,
+    /// Bytes of stdout received.
+    pub stdout_bytes: u64,
+    /// Bytes of stderr received.
+    pub stderr_bytes: u64,
+    /// stdout was cut at the cap.
+    pub stdout_truncated: bool,
+    /// stderr was cut at the cap.
+    pub stderr_truncated: bool,
+    /// Who submitted it.
+    pub created_by: String,
+    /// Accepted.
+    pub created_at: String,
+    /// First sent to the agent.
+    pub delivered_at: Option<String>,
+    /// Started on the agent.
+    pub started_at: Option<String>,
+    /// Reached a final status.
+    pub completed_at: Option<String>,
+    /// Cancellation requested.
+    pub cancel_requested_at: Option<String>,
+}
+
+impl CommandView {
+    fn new(c: Command, full: bool) -> Self {
+        CommandView {
+            id: c.id,
+            agent_id: c.agent_id,
+            command_type: c.command_type.as_str().to_owned(),
+            command_text: full.then_some(c.command_text),
+            context: c.context.as_str().to_owned(),
+            timeout_secs: c.timeout_secs,
+            status: c.status.as_str().to_owned(),
+            phase: c.phase.as_str().to_owned(),
+            exit_code: c.exit_code,
+            signal: c.signal,
+            error: c.error,
+            stdout: full.then_some(c.stdout),
+            stderr: full.then_some(c.stderr),
+            stdout_bytes: c.stdout_len,
+            stderr_bytes: c.stderr_len,
+            stdout_truncated: c.stdout_truncated,
+            stderr_truncated: c.stderr_truncated,
+            created_by: c.created_by,
+            created_at: ts(c.created_at),
+            delivered_at: ts_opt(c.delivered_at),
+            started_at: ts_opt(c.started_at),
+            completed_at: ts_opt(c.completed_at),
+            cancel_requested_at: ts_opt(c.cancel_requested_at),
+        }
+    }
+}
+
+/// A user as the API shows it (never the hash).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserView {
+    /// Id.
+    pub id: Uuid,
+    /// E-mail.
+    pub email: String,
+    /// Role.
+    pub role: Role,
+    /// Created.
+    pub created_at: String,
+    /// Last change.
+    pub updated_at: String,
+}
+
+impl From<User> for UserView {
+    fn from(u: User) -> Self {
+        UserView {
+            id: u.id,
+            email: u.email,
+            role: u.role,
+            created_at: ts(u.created_at),
+            updated_at: ts(u.updated_at),
+        }
+    }
+}
+
+/// An audit record.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditView {
+    /// Sequence number (use as `before` to page).
+    pub id: i64,
+    /// When.
+    pub at: String,
+    /// Who.
+    pub actor: String,
+    /// What.
+    pub action: String,
+    /// On what.
+    pub target: Option<String>,
+    /// From where.
+    pub address: Option<String>,
+    /// Details.
+    #[schema(value_type = Object)]
+    pub detail: serde_json::Value,
+}
+
+// ---------------------------------------------------------------- requests
+
+/// `POST /api/auth/login`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct LoginRequest {
+    /// E-mail.
+    pub email: String,
+    /// Password.
+    pub password: String,
+}
+
+/// A JWT.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenResponse {
+    /// HS256 JWT, valid 24 h.
+    pub token: String,
+}
+
+/// `POST /api/agents/:id/command`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CommandRequest {
+    /// Interpreter.
+    #[schema(value_type = String, example = "bash")]
+    pub command_type: CommandType,
+    /// Script text (may be several MiB).
+    pub command: String,
+    /// `system` (default) or `user_session`.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, example = "system")]
+    pub context: CommandContext,
+    /// Seconds before the agent kills it.
+    #[serde(default)]
+    pub timeout_secs: Option<u32>,
+}
+
+/// The id of an accepted command.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CommandAccepted {
+    /// Id (the command is stored before this is returned).
+    pub command_id: Uuid,
+}
+
+/// Paging of an agent's commands.
+#[derive(Debug, Deserialize)]
+pub struct CommandPage {
+    /// At most this many (1..=500, default 50).
+    pub limit: Option<u32>,
+    /// Only commands older than this command id.
+    pub before: Option<Uuid>,
+}
+
+/// Paging of the audit log.
+#[derive(Debug, Deserialize)]
+pub struct AuditPage {
+    /// At most this many (1..=1000, default 100).
+    pub limit: Option<u32>,
+    /// Only records with a smaller id.
+    pub before: Option<i64>,
+}
+
+/// Release channel word.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelWord {
+    /// Stable builds only.
+    #[default]
+    Stable,
+    /// Newest builds.
+    Beta,
+}
+
+/// `POST /api/v1/enroll-bundle`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct EnrollRequest {
+    /// DNS label: `^[a-z0-9][a-z0-9-]{0,62}$`.
+    pub agent_name: String,
+    /// The URL the agent connects to (default: this server's public URL).
+    #[serde(default)]
+    pub server_url: Option<String>,
+    /// Release channel (default `stable`).
+    #[serde(default)]
+    pub channel: Option<ChannelWord>,
+}
+
+/// An enrollment bundle.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EnrollResponse {
+    /// One-time token (256 bits, base64url).
+    pub token: String,
+    /// `curl -fsSL <server>/api/v1/enroll-bundle/<token>.sh | sudo bash`.
+    pub command: String,
+    /// Token expiry (RFC 3339).
+    pub expires_at: String,
+    /// The agent's id.
+    pub agent_id: Uuid,
+}
+
+/// `POST /api/users`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct UserCreate {
+    /// E-mail (login name).
+    pub email: String,
+    /// Password (at least 8 characters).
+    pub password: String,
+    /// Role.
+    pub role: Role,
+}
+
+/// `PATCH /api/users/:id`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct UserUpdate {
+    /// New role.
+    #[serde(default)]
+    pub role: Option<Role>,
+    /// New password.
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+// ---------------------------------------------------------------- helpers
+
+fn client_ip(addr: &SocketAddr) -> String {
+    addr.ip().to_string()
+}
+
+/// Appends an audit record; a failure is logged, never returned.
+pub async fn audit(
+    state: &AppState,
+    actor: &str,
+    action: &str,
+    target: Option<String>,
+    address: Option<String>,
+    detail: serde_json::Value,
+) {
+    let entry = NewAudit {
+        at: now_ms(),
+        actor: actor.to_owned(),
+        action: action.to_owned(),
+        target,
+        address,
+        detail,
+    };
+    if let Err(e) = state.store.append_audit(&entry).await {
+        tracing::error!(error = %e, action, "cannot write audit record");
+    }
+}
+
+fn valid_email(email: &str) -> bool {
+    email.len() <= 254
+        && email
+            .split_once('@')
+            .is_some_and(|(l, d)| !l.is_empty() && !d.is_empty())
+        && !email.chars().any(char::is_whitespace)
+}
+
+fn check_password(pw: &str) -> Result<(), ApiError> {
+    if pw.chars().count() < 8 || pw.len() > 1024 {
+        return Err(ApiError::unprocessable(
+            "weak_password",
+            "the password must have 8 to 1024 characters",
+        ));
+    }
+    Ok(())
+}
+
+async fn hash_blocking(state: &AppState, pw: String) -> Result<String, ApiError> {
+    let _permit = state
+        .hash_permits
+        .acquire()
+        .await
+        .map_err(ApiError::internal)?;
+    tokio::task::spawn_blocking(move || hash_password(&pw))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)
+}
+
+async fn verify_blocking(state: &AppState, pw: String, hash: String) -> Result<bool, ApiError> {
+    let _permit = state
+        .hash_permits
+        .acquire()
+        .await
+        .map_err(ApiError::internal)?;
+    tokio::task::spawn_blocking(move || verify_password(&pw, &hash))
+        .await
+        .map_err(ApiError::internal)
+}
+
+// ---------------------------------------------------------------- handlers
+
+/// Logs in.
+#[utoipa::path(post, path = "/api/auth/login", request_body = LoginRequest,
+    responses((status = 200, body = TokenResponse), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
+pub async fn login(
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    ApiJson(req): ApiJson<LoginRequest>,
+) -> Result<Json<TokenResponse>, ApiError> {
+    let ip = client_ip(&addr);
+    let email = req.email.trim().to_lowercase();
+    if email.len() > 254 || req.password.len() > 1024 {
+        return Err(ApiError::unprocessable(
+            "invalid_credentials_format",
+            "email or password too long",
+        ));
+    }
+    if let Err(retry) = state.throttle.check(&ip, &email, Instant::now()) {
+        audit(
+            &state,
+            &email,
+            "login.throttled",
+            None,
+            Some(ip),
+            serde_json::json!({}),
+        )
+        .await;
+        return Err(ApiError::rate_limited(retry));
+    }
+    let user = state.store.user_by_email(&email).await?;
+    let ok = match &user {
+        Some(u) => verify_blocking(&state, req.password, u.password_hash.clone()).await?,
+        None => {
+            // Same work for unknown accounts, so timing does not tell.
+            verify_blocking(&state, req.password, crate::dummy_hash().to_owned()).await?;
+            false
+        }
+    };
+    match (ok, user) {
+        (true, Some(u)) => {
+            state.throttle.success(&email);
+            audit(
+                &state,
+                &email,
+                "login.success",
+                Some(u.id.to_string()),
+                Some(ip),
+                serde_json::json!({}),
+            )
+            .await;
+            let token = state.jwt.issue(&u, now_ms() / 1000)?;
+            Ok(Json(TokenResponse { token }))
+        }
+        _ => {
+            state.throttle.failure(&ip, &email, Instant::now());
+            audit(
+                &state,
+                &email,
+                "login.failure",
+                None,
+                Some(ip),
+                serde_json::json!({}),
+            )
+            .await;
+            Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_credentials",
+                "invalid email or password",
+            ))
+        }
+    }
+}
+
+/// Lists agents.
+#[utoipa::path(get, path = "/api/agents", security(("bearer" = [])),
+    responses((status = 200, body = [AgentView]), (status = 401, body = ErrorBody)))]
+pub async fn list_agents(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> Result<Json<Vec<AgentView>>, ApiError> {
+    user.require(Role::Readonly)?;
+    let agents = state.store.list_agents().await?;
+    Ok(Json(
+        agents
+            .into_iter()
+            .map(|a| AgentView::new(a, &state))
+            .collect(),
+    ))
+}
+
+/// One agent.
+#[utoipa::path(get, path = "/api/agents/{id}", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "agent id")),
+    responses((status = 200, body = AgentView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get_agent(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Json<AgentView>, ApiError> {
+    user.require(Role::Readonly)?;
+    let agent = state
+        .store
+        .get_agent(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such agent"))?;
+    Ok(Json(AgentView::new(agent, &state)))
+}
+
+/// Retires an agent: its credential is revoked and its connection closed;
+/// its history stays.
+#[utoipa::path(delete, path = "/api/agents/{id}", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "agent id")),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn delete_agent(
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    user: AuthUser,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    user.require(Role::Admin)?;
+    if !state.store.retire_agent(id, now_ms()).await? {
+        return Err(ApiError::not_found("no such agent"));
+    }
+    state.hub.disconnect(id);
+    audit(
+        &state,
+        &user.email,
+        "agent.delete",
+        Some(id.to_string()),
+        Some(client_ip(&addr)),
+        serde_json::json!({}),
+    )
+    .await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Submits a command.
+#[utoipa::path(post, path = "/api/agents/{id}/command", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "agent id")), request_body = CommandRequest,
+    responses((status = 200, body = CommandAccepted), (status = 400, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn submit_command(
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    user: AuthUser,
+    ApiPath(agent_id): ApiPath<Uuid>,
+    ApiJson(req): ApiJson<CommandRequest>,
+) -> Result<Json<CommandAccepted>, ApiError> {
+    user.require(Role::Technician)?;
+    if req.command.trim().is_empty() {
+        return Err(ApiError::unprocessable(
+            "invalid_command",
+            "command is empty",
+        ));
+    }
+    if let Some(t) = req.timeout_secs {
+        if t == 0 || t > 7 * 86_400 {
+            return Err(ApiError::unprocessable(
+                "invalid_timeout",
+                "timeout_secs must be between 1 and 604800",
+            ));
+        }
+    }
+    let agent = state.store.get_agent(agent_id).await?;
+    if agent.is_none_or(|a| a.retired_at.is_some()) {
+        return Err(ApiError::not_found("no such agent"));
+    }
+    let cmd = NewCommand {
+        id: Uuid::new_v4(),
+        agent_id,
+        command_type: req.command_type,
+        command_text: req.command,
+        context: req.context,
+        timeout_secs: req.timeout_secs,
+        created_by: user.email.clone(),
+        created_at: now_ms(),
+    };
+    state.store.insert_command(&cmd).await?;
+    state.hub.kick(agent_id).await;
+    audit(
+        &state,
+        &user.email,
+        "command.submit",
+        Some(cmd.id.to_string()),
+        Some(client_ip(&addr)),
+        serde_json::json!({
+            "agent_id": agent_id.to_string(),
+            "command_type": cmd.command_type.as_str(),
+            "context": cmd.context.as_str(),
+            "bytes": cmd.command_text.len(),
+        }),
+    )
+    .await;
+    Ok(Json(CommandAccepted { command_id: cmd.id }))
+}
+
+/// One command with its output.
+#[utoipa::path(get, path = "/api/commands/{id}", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "command id")),
+    responses((status = 200, body = CommandView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get_command(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Json<CommandView>, ApiError> {
+    user.require(Role::Readonly)?;
+    let cmd = state
+        .store
+        .get_command(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such command"))?;
+    Ok(Json(CommandView::new(cmd, true)))
+}
+
+/// Cancels a command: a queued one is `cancelled` at once; one the agent
+/// has gets a `cancel_command` and becomes `cancelled` when the agent
+/// reports (or after the cancel grace period).
+#[utoipa::path(post, path = "/api/commands/{id}/cancel", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "command id")),
+    responses((status = 202, body = CommandView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn cancel_command(
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    user: AuthUser,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<(StatusCode, Json<CommandView>), ApiError> {
+    user.require(Role::Technician)?;
+    let outcome = state.store.request_cancel(id, now_ms()).await?;
+    match outcome {
+        CancelOutcome::NotFound => return Err(ApiError::not_found("no such command")),
+        CancelOutcome::AlreadyFinal(s) => {
+            return Err(ApiError::conflict(format!(
+                "the command is already final ({s})"
+            )));
+        }
+        CancelOutcome::CancelledQueued | CancelOutcome::Requested => {}
+    }
+    let cmd = state
+        .store
+        .get_command(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such command"))?;
+    if outcome == CancelOutcome::Requested {
+        state.hub.kick(cmd.agent_id).await;
+    } else {
+        // It may be on the wire right now: tell the agent anyway.
+        state.hub.try_send(
+            cmd.agent_id,
+            Message::CancelCommand(CommandRef { command_id: id }),
+        );
+    }
+    audit(
+        &state,
+        &user.email,
+        "command.cancel",
+        Some(id.to_string()),
+        Some(client_ip(&addr)),
+        serde_json::json!({"agent_id": cmd.agent_id.to_string(), "was_queued": outcome == CancelOutcome::CancelledQueued}),
+    )
+    .await;
+    Ok((StatusCode::ACCEPTED, Json(CommandView::new(cmd, true))))
+}
+
+/// An agent's commands, newest first, without script text and output.
+#[utoipa::path(get, path = "/api/agents/{id}/commands", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "agent id"),
+           ("limit" = Option<u32>, Query, description = "1..=500, default 50"),
+           ("before" = Option<Uuid>, Query, description = "only commands older than this command id")),
+    responses((status = 200, body = [CommandView]), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn list_commands(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiPath(agent_id): ApiPath<Uuid>,
+    ApiQuery(page): ApiQuery<CommandPage>,
+) -> Result<Json<Vec<CommandView>>, ApiError> {
+    user.require(Role::Readonly)?;
+    let limit = page.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "limit must be between 1 and 500",
+        ));
+    }
+    if state.store.get_agent(agent_id).await?.is_none() {
+        return Err(ApiError::not_found("no such agent"));
+    }
+    let cmds = state
+        .store
+        .list_commands(agent_id, page.before, limit)
+        .await?;
+    Ok(Json(
+        cmds.into_iter()
+            .map(|c| CommandView::new(c, false))
+            .collect(),
+    ))
+}
+
+/// Lists users.
+#[utoipa::path(get, path = "/api/users", security(("bearer" = [])),
+    responses((status = 200, body = [UserView]), (status = 403, body = ErrorBody)))]
+pub async fn list_users(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> Result<Json<Vec<UserView>>, ApiError> {
+    user.require(Role::Admin)?;
+    Ok(Json(
+        state
+            .store
+            .list_users()
+            .await?
+            .into_iter()
+            .map(UserView::from)
+            .collect(),
+    ))
+}
+
+/// Creates a user.
+#[utoipa::path(post, path = "/api/users", security(("bearer" = [])), request_body = UserCreate,
+    responses((status = 201, body = UserView), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create_user(
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    user: AuthUser,
+    ApiJson(req): ApiJson<UserCreate>,
+) -> Result<(StatusCode, Json<UserView>), ApiError> {
+    user.require(Role::Admin)?;
+    let email = req.email.trim().to_lowercase();
+    if !valid_email(&email) {
+        return Err(ApiError::unprocessable(
+            "invalid_email",
+            "email must look like name@domain",
+        ));
+    }
+    check_password(&req.password)?;
+    let now = now_ms();
+    let new = User {
+        id: Uuid::new_v4(),
+        email,
+        password_hash: hash_blocking(&state, req.password).await?,
+        role: req.role,
+        created_at: now,
+        updated_at: now,
+    };
+    state.store.create_user(&new).await?;
+    audit(
+        &state,
+        &user.email,
+        "user.create",
+        Some(new.id.to_string()),
+        Some(client_ip(&addr)),
+        serde_json::json!({"email": new.email, "role": new.role.as_str()}),
+    )
+    .await;
+    Ok((StatusCode::CREATED, Json(UserView::from(new))))
+}
+
+/// Changes a user's role or password.
+#[utoipa::path(patch, path = "/api/users/{id}", security(("bearer" = [])), request_body = UserUpdate,
+    params(("id" = Uuid, Path, description = "user id")),
+    responses((status = 200, body = UserView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn update_user(
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    user: AuthUser,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(req): ApiJson<UserUpdate>,
+) -> Result<Json<UserView>, ApiError> {
+    user.require(Role::Admin)?;
+    if req.role.is_none() && req.password.is_none() {
+        return Err(ApiError::unprocessable(
+            "nothing_to_change",
+            "give role and/or password",
+        ));
+    }
+    let hash = match req.password {
+        Some(pw) => {
+            check_password(&pw)?;
+            Some(hash_blocking(&state, pw).await?)
+        }
+        None => None,
+    };
+    let changed_password = hash.is_some();
+    if !state
+        .store
+        .update_user(id, req.role, hash, now_ms())
+        .await?
+    {
+        return Err(ApiError::not_found("no such user"));
+    }
+    audit(&state, &user.email, "user.update", Some(id.to_string()), Some(client_ip(&addr)),
+        serde_json::json!({"role": req.role.map(Role::as_str), "password_changed": changed_password})).await;
+    let u = state
+        .store
+        .user_by_id(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such user"))?;
+    Ok(Json(UserView::from(u)))
+}
+
+/// Deletes a user (not yourself).
+#[utoipa::path(delete, path = "/api/users/{id}", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "user id")),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn delete_user(
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    user: AuthUser,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    user.require(Role::Admin)?;
+    if id == user.id {
+        return Err(ApiError::conflict("you cannot delete your own account"));
+    }
+    if !state.store.delete_user(id).await? {
+        return Err(ApiError::not_found("no such user"));
+    }
+    audit(
+        &state,
+        &user.email,
+        "user.delete",
+        Some(id.to_string()),
+        Some(client_ip(&addr)),
+        serde_json::json!({}),
+    )
+    .await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Reads the audit log, newest first.
+#[utoipa::path(get, path = "/api/audit", security(("bearer" = [])),
+    params(("limit" = Option<u32>, Query, description = "1..=1000, default 100"),
+           ("before" = Option<i64>, Query, description = "only records with a smaller id")),
+    responses((status = 200, body = [AuditView]), (status = 403, body = ErrorBody)))]
+pub async fn list_audit(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiQuery(page): ApiQuery<AuditPage>,
+) -> Result<Json<Vec<AuditView>>, ApiError> {
+    user.require(Role::Admin)?;
+    let limit = page.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "limit must be between 1 and 1000",
+        ));
+    }
+    let rows = state.store.list_audit(page.before, limit).await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|r| AuditView {
+                id: r.id,
+                at: ts(r.entry.at),
+                actor: r.entry.actor,
+                action: r.entry.action,
+                target: r.entry.target,
+                address: r.entry.address,
+                detail: r.entry.detail,
+            })
+            .collect(),
+    ))
+}
+
+/// Creates an enrollment bundle (admin).
+#[utoipa::path(post, path = "/api/v1/enroll-bundle", security(("bearer" = [])), request_body = EnrollRequest,
+    responses((status = 201, body = EnrollResponse), (status = 403, body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create_enrollment(
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    user: AuthUser,
+    ApiJson(req): ApiJson<EnrollRequest>,
+) -> Result<(StatusCode, Json<EnrollResponse>), ApiError> {
+    user.require(Role::Admin)?;
+    let bundle = crate::create_bundle(
+        &state,
+        &req.agent_name,
+        req.server_url.as_deref(),
+        req.channel.unwrap_or_default(),
+        &user.email,
+        Some(client_ip(&addr)),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(bundle)))
+}
+
+/// `GET /api/v1/enroll-bundle/<token>.sh` (repeatable until redeemed) and
+/// `GET /api/v1/enroll-bundle/<token>.tgz` (exactly once).
+#[utoipa::path(get, path = "/api/v1/enroll-bundle/{file}",
+    params(("file" = String, Path, description = "<token>.sh or <token>.tgz")),
+    responses((status = 200, description = "bootstrap script or payload"), (status = 404, body = ErrorBody)))]
+pub async fn enrollment_file(
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    ApiPath(file): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let gone = || ApiError::not_found("unknown, expired or already used enrollment token");
+    let (token, kind) = if let Some(t) = file.strip_suffix(".sh") {
+        (t, "sh")
+    } else if let Some(t) = file.strip_suffix(".tgz") {
+        (t, "tgz")
+    } else {
+        return Err(gone());
+    };
+    if !enroll::token_shape_ok(token) {
+        return Err(gone());
+    }
+    let hash = sha256_hex(token);
+    let now = now_ms();
+    if kind == "sh" {
+        let e = state
+            .store
+            .pending_enrollment(&hash, now)
+            .await?
+            .ok_or_else(gone)?;
+        let builds = state.linux_builds(&e.channel).await;
+        let script = enroll::bootstrap_script(
+            &state.public_url,
+            &e.server_url,
+            token,
+            &e.agent_name,
+            &builds,
+            state.config.server_cert_sha256.as_deref(),
+        );
+        return Ok((
+            [
+                (header::CONTENT_TYPE, "text/x-shellscript; charset=utf-8"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            script,
+        )
+            .into_response());
+    }
+    let secret = random_token(32);
+    let ip = client_ip(&addr);
+    let e = state
+        .store
+        .redeem_enrollment(&hash, now, &ip, &sha256_hex(&secret))
+        .await?
+        .ok_or_else(gone)?;
+    let config = enroll::AgentConfig {
+        server_url: e.server_url.clone(),
+        agent_id: e.agent_id,
+        agent_secret: secret,
+        server_cert_sha256: state.config.server_cert_sha256.clone(),
+        agent_name: e.agent_name.clone(),
+        channel: e.channel.clone(),
+    };
+    let tgz = enroll::payload_tgz(&config).map_err(ApiError::internal)?;
+    audit(
+        &state,
+        &format!("agent:{}", e.agent_id),
+        "enrollment.redeem",
+        Some(e.agent_id.to_string()),
+        Some(ip),
+        serde_json::json!({"agent_name": e.agent_name}),
+    )
+    .await;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/gzip"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        tgz,
+    )
+        .into_response())
+}
+
+/// The agent WebSocket. Only `Authorization: Agent <id>:<secret>` is
+/// accepted.
+#[utoipa::path(get, path = "/api/v1/agent/ws",
+    responses((status = 101, description = "switching protocols"), (status = 401, body = ErrorBody)))]
+pub async fn agent_ws(
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ws: Result<
+        axum::extract::ws::WebSocketUpgrade,
+        axum::extract::ws::rejection::WebSocketUpgradeRejection,
+    >,
+) -> Result<Response, ApiError> {
+    let header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .ok_or_else(|| {
+            ApiError::unauthorized("missing Authorization: Agent <id>:<secret> header")
+        })?;
+    let (scheme, cred) = header.split_once(' ').unwrap_or((header, ""));
+    if !scheme.eq_ignore_ascii_case("agent") {
+        return Err(ApiError::unauthorized(
+            "only agent credentials are accepted here",
+        ));
+    }
+    let (id, secret) = cred
+        .trim()
+        .split_once(':')
+        .ok_or_else(|| ApiError::unauthorized("expected Agent <id>:<secret>"))?;
+    let id =
+        Uuid::parse_str(id).map_err(|_| ApiError::unauthorized("invalid agent credentials"))?;
+    if secret.is_empty() || secret.len() > 256 {
+        return Err(ApiError::unauthorized("invalid agent credentials"));
+    }
+    let stored = state.store.agent_secret_hash(id).await?;
+    let ok = stored.is_some_and(|h| crate::auth::ct_eq(&h, &sha256_hex(secret)));
+    if !ok {
+        return Err(ApiError::unauthorized("invalid agent credentials"));
+    }
+    let ws = ws.map_err(|e| ApiError::bad_request("websocket_required", e.body_text()))?;
+    let frame = rmm_core::protocol::Limits::default().max_frame();
+    let hub = state.hub.clone();
+    Ok(ws
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(state.config.body_limit.max(frame) * 2 + 1024 * 1024)
+        .max_message_size(frame)
+        .max_frame_size(frame)
+        .on_upgrade(move |socket| hub.run_connection(id, addr, socket)))
+}
+
+/// A release as `GET /api/v1/downloads` lists it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReleaseView {
+    /// File name under `/api/v1/downloads/`.
+    pub file: String,
+    /// OS.
+    pub os: String,
+    /// Architecture.
+    pub arch: String,
+    /// Version.
+    pub version: String,
+    /// `stable` or `beta`.
+    pub channel: String,
+    /// SHA-256, lowercase hex.
+    pub sha256: String,
+}
+
+/// Lists the offerable agent builds.
+#[utoipa::path(get, path = "/api/v1/downloads", responses((status = 200, body = [ReleaseView])))]
+pub async fn list_downloads(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<ReleaseView>>, ApiError> {
+    let index = state.release_index().await?;
+    Ok(Json(
+        index
+            .releases()
+            .map(|r| ReleaseView {
+                file: r.file_name().to_owned(),
+                os: r.os().as_str().to_owned(),
+                arch: r.arch().as_str().to_owned(),
+                version: r.version().to_string(),
+                channel: r.channel().as_str().to_owned(),
+                sha256: r.sha256().to_string(),
+            })
+            .collect(),
+    ))
+}
+
+/// Serves one agent build (only names the release scanner offers; the
+/// file's SHA-256 is checked against its sidecar before it is served).
+#[utoipa::path(get, path = "/api/v1/downloads/{file}",
+    params(("file" = String, Path, description = "a build's file name")),
+    responses((status = 200, description = "the binary"), (status = 404, body = ErrorBody)))]
+pub async fn download(
+    State(state): State<AppState>,
+    ApiPath(file): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let index = state.release_index().await?;
+    let release = index
+        .get(&file)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found("no such build"))?;
+    let dir = state
+        .config
+        .downloads_dir
+        .clone()
+        .ok_or_else(|| ApiError::not_found("no downloads directory is configured"))?;
+    let path = dir.join(release.file_name());
+    let bytes = tokio::task::spawn_blocking(move || std::fs::read(path))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|_| ApiError::not_found("no such build"))?;
+    let digest = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&bytes))
+    };
+    if digest != release.sha256().to_string() {
+        return Err(ApiError::internal(format!(
+            "{} does not match its .sha256 sidecar",
+            release.file_name()
+        )));
+    }
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+            (header::HeaderName::from_static("x-checksum-sha256"), digest),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format")))]
+pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let counts = state.store.command_counts().await?;
+    state.metrics.set_connected(state.hub.connected());
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(&counts),
+    )
+        .into_response())
+}
+
+/// Liveness and store reachability.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "ok")))]
+pub async fn healthz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    state.store.count_users().await?;
+    Ok(Json(serde_json::json!({
+        "status": "ok",
+        "store": state.store.backend(),
+        "agents_connected": state.hub.connected(),
+    })))
+}
+
+/// The OpenAPI description.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "rmm-server", description = "rmm reference server HTTP API (SPEC §2)"),
+    paths(
+        login, list_agents, get_agent, delete_agent, submit_command, get_command, cancel_command,
+        list_commands, list_users, create_user, update_user, delete_user, list_audit,
+        create_enrollment, enrollment_file, agent_ws, list_downloads, download, metrics, healthz
+    ),
+    components(schemas(
+        ErrorBody, AgentView, CommandView, UserView, AuditView, LoginRequest, TokenResponse,
+        CommandRequest, CommandAccepted, EnrollRequest, EnrollResponse, ChannelWord, UserCreate,
+        UserUpdate, ReleaseView, Role
+    )),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this route",
+    )
+}
+
+async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = req.method().as_str().to_owned();
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    state
+        .metrics
+        .observe_request(&method, &route, resp.status().as_u16(), start.elapsed());
+    resp
+}
+
+/// The whole router.
+pub fn router(state: AppState) -> Router {
+    let limit = state.config.body_limit;
+    Router::new()
+        .route("/api/auth/login", post(login))
+        .route("/api/agents", get(list_agents))
+        .route("/api/agents/{id}", get(get_agent).delete(delete_agent))
+        .route("/api/agents/{id}/command", post(submit_command))
+        .route("/api/agents/{id}/commands", get(list_commands))
+        .route("/api/commands/{id}", get(get_command))
+        .route("/api/commands/{id}/cancel", post(cancel_command))
+        .route("/api/users", get(list_users).post(create_user))
+        .route(
+            "/api/users/{id}",
+            axum::routing::patch(update_user).delete(delete_user),
+        )
+        .route("/api/audit", get(list_audit))
+        .route("/api/v1/enroll-bundle", post(create_enrollment))
+        .route("/api/v1/enroll-bundle/{file}", get(enrollment_file))
+        .route("/api/v1/agent/ws", get(agent_ws))
+        .route("/api/v1/downloads", get(list_downloads))
+        .route("/api/v1/downloads/{file}", get(download))
+        .route("/api/openapi.json", get(openapi))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), track))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}

@@ -1,0 +1,329 @@
+//! Authentication: argon2id passwords, HS256 JWTs, agent secrets, the
+//! login throttle and the [`AuthUser`] extractor that every user route
+//! takes.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use argon2::Argon2;
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use base64::Engine;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::store::{Role, User};
+
+/// Hashes a password with argon2id (default parameters, random salt).
+pub fn hash_password(password: &str) -> Result<String, String> {
+    Argon2::default()
+        .hash_password(password.as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| format!("cannot hash password: {e}"))
+}
+
+/// Checks a password against a PHC string; false on any mismatch or a
+/// malformed hash.
+pub fn verify_password(password: &str, hash: &str) -> bool {
+    match PasswordHash::new(hash) {
+        Ok(parsed) => Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// `n` random bytes, base64url without padding.
+pub fn random_token(n: usize) -> String {
+    let mut buf = vec![0u8; n];
+    rand::rng().fill_bytes(&mut buf);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
+}
+
+/// SHA-256 of a secret, lowercase hex (agent secrets and enrollment tokens
+/// are high-entropy, so a fast hash is the right tool for them).
+pub fn sha256_hex(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// Constant-time equality of two strings of equal length.
+pub fn ct_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// The claims of a user token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    /// User id.
+    pub sub: String,
+    /// E-mail at issue time.
+    pub email: String,
+    /// Role at issue time (the current role is read from the store).
+    pub role: String,
+    /// Issued at (unix s).
+    pub iat: i64,
+    /// Expires at (unix s).
+    pub exp: i64,
+}
+
+/// JWT signing and verification with the algorithm pinned to HS256.
+pub struct JwtKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    ttl: Duration,
+}
+
+impl std::fmt::Debug for JwtKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtKeys")
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JwtKeys {
+    /// Keys from a secret.
+    pub fn new(secret: &[u8], ttl: Duration) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_required_spec_claims(&["exp", "iat", "sub"]);
+        validation.leeway = 0;
+        JwtKeys {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+            ttl,
+        }
+    }
+
+    /// A token for `user`, valid for the configured lifetime.
+    pub fn issue(&self, user: &User, now_secs: i64) -> Result<String, ApiError> {
+        let claims = Claims {
+            sub: user.id.to_string(),
+            email: user.email.clone(),
+            role: user.role.as_str().to_owned(),
+            iat: now_secs,
+            exp: now_secs + i64::try_from(self.ttl.as_secs()).unwrap_or(86_400),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(ApiError::internal)
+    }
+
+    /// Verifies a token's signature, algorithm and expiry.
+    pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map(|d| d.claims)
+            .map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind;
+                match e.kind() {
+                    ErrorKind::ExpiredSignature => {
+                        ApiError::unauthorized("token expired, log in again")
+                    }
+                    _ => ApiError::unauthorized("invalid token"),
+                }
+            })
+    }
+}
+
+/// The authenticated user of a request (every user route takes one).
+#[derive(Debug, Clone)]
+pub struct AuthUser {
+    /// The user's id.
+    pub id: Uuid,
+    /// E-mail.
+    pub email: String,
+    /// Current role.
+    pub role: Role,
+}
+
+impl AuthUser {
+    /// 403 unless the user has at least `role`.
+    pub fn require(&self, role: Role) -> Result<(), ApiError> {
+        if self.role >= role {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "this needs the {role} role, you are {}",
+                self.role
+            )))
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
+            ApiError::unauthorized("missing Authorization: Bearer <token> header")
+        })?;
+        let header = header
+            .to_str()
+            .map_err(|_| ApiError::unauthorized("malformed Authorization header"))?;
+        let (scheme, token) = header.split_once(' ').unwrap_or((header, ""));
+        if scheme.eq_ignore_ascii_case("agent") {
+            return Err(ApiError::unauthorized(
+                "agent credentials are not accepted on user routes",
+            ));
+        }
+        if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+            return Err(ApiError::unauthorized(
+                "expected Authorization: Bearer <token>",
+            ));
+        }
+        let claims = state.jwt.verify(token.trim())?;
+        let id =
+            Uuid::parse_str(&claims.sub).map_err(|_| ApiError::unauthorized("invalid token"))?;
+        let user = state
+            .store
+            .user_by_id(id)
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("the token's user no longer exists"))?;
+        Ok(AuthUser {
+            id: user.id,
+            email: user.email,
+            role: user.role,
+        })
+    }
+}
+
+struct Window {
+    failures: u32,
+    started: Instant,
+}
+
+/// Failed-login throttle per client IP and per account: after `max`
+/// failures inside the window, attempts are refused (429) until the window
+/// that began with the first failure ends. A success clears the account.
+///
+/// The counters live in this process (a replica-local defence); the audit
+/// log keeps every attempt.
+pub struct LoginThrottle {
+    per_account: u32,
+    per_ip: u32,
+    window: Duration,
+    entries: Mutex<HashMap<String, Window>>,
+}
+
+impl std::fmt::Debug for LoginThrottle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginThrottle").finish_non_exhaustive()
+    }
+}
+
+/// Keeps the throttle's memory bounded.
+const MAX_THROTTLE_ENTRIES: usize = 100_000;
+
+impl LoginThrottle {
+    /// A throttle with these limits.
+    pub fn new(per_account: u32, per_ip: u32, window: Duration) -> Self {
+        LoginThrottle {
+            per_account: per_account.max(1),
+            per_ip: per_ip.max(1),
+            window,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn keys(ip: &str, account: &str) -> [(String, bool); 2] {
+        [
+            (format!("ip:{ip}"), true),
+            (format!("acct:{account}"), false),
+        ]
+    }
+
+    /// `Err(retry_after_secs)` when either key is over its limit.
+    pub fn check(&self, ip: &str, account: &str, now: Instant) -> Result<(), u64> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        for (key, is_ip) in Self::keys(ip, account) {
+            let max = if is_ip { self.per_ip } else { self.per_account };
+            if let Some(w) = entries.get(&key) {
+                let elapsed = now.saturating_duration_since(w.started);
+                if elapsed < self.window && w.failures >= max {
+                    return Err((self.window - elapsed).as_secs().max(1));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts a failed attempt.
+    pub fn failure(&self, ip: &str, account: &str, now: Instant) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= MAX_THROTTLE_ENTRIES {
+            let window = self.window;
+            entries.retain(|_, w| now.saturating_duration_since(w.started) < window);
+        }
+        for (key, _) in Self::keys(ip, account) {
+            let w = entries.entry(key).or_insert(Window {
+                failures: 0,
+                started: now,
+            });
+            if now.saturating_duration_since(w.started) >= self.window {
+                *w = Window {
+                    failures: 0,
+                    started: now,
+                };
+            }
+            w.failures += 1;
+        }
+    }
+
+    /// Clears the account's counter after a successful login.
+    pub fn success(&self, account: &str) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.remove(&format!("acct:{account}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_round_trip() {
+        let h = hash_password("correct horse").unwrap();
+        assert!(h.starts_with("$argon2id$"));
+        assert!(verify_password("correct horse", &h));
+        assert!(!verify_password("wrong", &h));
+        assert!(!verify_password("x", "not a hash"));
+    }
+
+    #[test]
+    fn throttle_blocks_after_limit_and_recovers() {
+        let t = LoginThrottle::new(2, 3, Duration::from_secs(60));
+        let now = Instant::now();
+        assert!(t.check("1.1.1.1", "a", now).is_ok());
+        t.failure("1.1.1.1", "a", now);
+        t.failure("1.1.1.1", "a", now);
+        assert!(t.check("1.1.1.1", "a", now).is_err());
+        assert!(t.check("2.2.2.2", "b", now).is_ok());
+        t.failure("1.1.1.1", "b", now);
+        // the IP is now at 3 failures: any account from it is refused
+        assert!(t.check("1.1.1.1", "c", now).is_err());
+        assert!(
+            t.check("1.1.1.1", "c", now + Duration::from_secs(61))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn ct_eq_works() {
+        assert!(ct_eq("abc", "abc"));
+        assert!(!ct_eq("abc", "abd"));
+        assert!(!ct_eq("abc", "ab"));
+    }
+}

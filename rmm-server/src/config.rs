@@ -1,0 +1,103 @@
+//! Server configuration. Every field has a default; the binary fills them
+//! from flags and `RMM_*` environment variables.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything the server needs to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on (`127.0.0.1:3001`; port 0 picks one).
+    pub listen: SocketAddr,
+    /// Directory for the SQLite file and the JWT key (created).
+    pub data_dir: PathBuf,
+    /// `postgres://...` or `sqlite://PATH`; default `<data_dir>/rmm.db`.
+    pub database_url: Option<String>,
+    /// The URL agents and install scripts use to reach this server;
+    /// default `http://<listen address>`.
+    pub public_url: Option<String>,
+    /// JWT signing secret; default: generated once and kept in
+    /// `<data_dir>/jwt.key`.
+    pub jwt_secret: Option<String>,
+    /// First admin, created at start when no user exists.
+    pub admin: Option<(String, String)>,
+    /// Directory of agent builds served under `/api/v1/downloads/`.
+    pub downloads_dir: Option<PathBuf>,
+    /// SHA-256 of the server's TLS certificate, written into enrollment
+    /// payloads for the agent to pin (lowercase hex).
+    pub server_cert_sha256: Option<String>,
+    /// Largest request body (default 8 MiB).
+    pub body_limit: usize,
+    /// Command output kept per stream (default 16 MiB).
+    pub max_output_bytes: u64,
+    /// Agent heartbeat interval (default 30 s); offline after 3 missed.
+    pub heartbeat_interval: Duration,
+    /// Time an agent has to say hello (default 10 s).
+    pub hello_timeout: Duration,
+    /// How often coalesced `last_seen` values are written (default 2 s).
+    pub last_seen_flush: Duration,
+    /// Extra time after `timeout_secs` before the server marks a command
+    /// `timeout` itself (default 30 s).
+    pub command_grace: Duration,
+    /// How long a cancel may wait for the agent's answer (default 30 s).
+    pub cancel_grace: Duration,
+    /// How often the command/enrollment sweeper runs (default 1 s).
+    pub sweep_interval: Duration,
+    /// Enrollment token lifetime (default 5 min).
+    pub enroll_ttl: Duration,
+    /// JWT lifetime (default 24 h).
+    pub token_ttl: Duration,
+    /// Failed logins per account before throttling (default 5 per window).
+    pub login_max_failures_per_account: u32,
+    /// Failed logins per client IP before throttling (default 20 per window).
+    pub login_max_failures_per_ip: u32,
+    /// The throttle window (default 15 min).
+    pub login_window: Duration,
+    /// Most commands an agent runs at once (sent in `welcome`).
+    pub max_concurrent_commands: u32,
+    /// Per-connection outbound queue, in messages.
+    pub outbound_queue: usize,
+    /// Close an agent whose socket accepts nothing for this long.
+    pub send_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 3001)),
+            data_dir: PathBuf::from("./rmm-data"),
+            database_url: None,
+            public_url: None,
+            jwt_secret: None,
+            admin: None,
+            downloads_dir: None,
+            server_cert_sha256: None,
+            body_limit: 8 * 1024 * 1024,
+            max_output_bytes: 16 * 1024 * 1024,
+            heartbeat_interval: Duration::from_secs(30),
+            hello_timeout: Duration::from_secs(10),
+            last_seen_flush: Duration::from_secs(2),
+            command_grace: Duration::from_secs(30),
+            cancel_grace: Duration::from_secs(30),
+            sweep_interval: Duration::from_secs(1),
+            enroll_ttl: Duration::from_secs(300),
+            token_ttl: Duration::from_secs(86_400),
+            login_max_failures_per_account: 5,
+            login_max_failures_per_ip: 20,
+            login_window: Duration::from_secs(900),
+            max_concurrent_commands: 4,
+            outbound_queue: 64,
+            send_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Config {
+    /// The database URL in effect.
+    pub fn effective_database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("rmm.db").display()))
+    }
+}

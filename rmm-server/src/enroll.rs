@@ -1,0 +1,259 @@
+//! Enrollment (SPEC §6, PROTOCOL.md §6): one-time tokens, the bootstrap
+//! script and the one-shot payload.
+//!
+//! Decisions:
+//! - The token is 32 random bytes (256 bits), base64url (43 characters);
+//!   only its SHA-256 is stored.
+//! - The agent secret is minted at redemption, not at bundle creation, so
+//!   no plaintext secret ever rests on the server: the payload is rendered
+//!   in memory for the one request that wins the atomic redemption.
+//! - The bootstrap script carries a table of the newest stable Linux build
+//!   per architecture (chosen with `rmm_core::channel`), downloads the
+//!   binary from this server, verifies its SHA-256, installs it, and runs
+//!   `rmm-agent enroll` with the token in `RMM_ENROLL_TOKEN` (never argv).
+
+use std::io::Write;
+
+use rmm_core::channel::{Channel, ReleaseIndex};
+use serde::Serialize;
+use uuid::Uuid;
+
+/// Token length in random bytes.
+pub const TOKEN_BYTES: usize = 32;
+
+/// True for a string shaped like one of our tokens (43 base64url chars);
+/// anything else is refused before the store is asked.
+pub fn token_shape_ok(token: &str) -> bool {
+    token.len() == 43
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// True for a DNS-label-safe agent name: `^[a-z0-9][a-z0-9-]{0,62}$`.
+pub fn valid_agent_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+}
+
+/// The agent's `config.json` inside the payload.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentConfig {
+    /// Where the agent connects.
+    pub server_url: String,
+    /// Its id.
+    pub agent_id: Uuid,
+    /// Its secret (the server keeps only the hash).
+    pub agent_secret: String,
+    /// Pin of the server certificate (lowercase hex) or null.
+    pub server_cert_sha256: Option<String>,
+    /// The enrollment name.
+    pub agent_name: String,
+    /// Release channel.
+    pub channel: String,
+}
+
+/// The hardened systemd unit shipped in the payload.
+pub fn systemd_unit() -> String {
+    "[Unit]\n\
+Description=rmm agent\n\
+Documentation=https://github.com/rmm-sdk/rmm\n\
+Wants=network-online.target\n\
+After=network-online.target\n\
+\n\
+[Service]\n\
+Type=simple\n\
+ExecStart=/usr/local/bin/rmm-agent run --state-dir /var/lib/rmm-agent\n\
+Restart=always\n\
+RestartSec=5\n\
+StateDirectory=rmm-agent\n\
+StateDirectoryMode=0700\n\
+UMask=0077\n\
+ProtectSystem=strict\n\
+ProtectHome=read-only\n\
+PrivateTmp=true\n\
+ProtectKernelTunables=true\n\
+ProtectKernelModules=true\n\
+ProtectKernelLogs=true\n\
+ProtectControlGroups=true\n\
+ProtectClock=true\n\
+ProtectHostname=true\n\
+RestrictSUIDSGID=true\n\
+RestrictRealtime=true\n\
+RestrictNamespaces=true\n\
+LockPersonality=true\n\
+RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK\n\
+SystemCallArchitectures=native\n\
+KillMode=mixed\n\
+\n\
+[Install]\n\
+WantedBy=multi-user.target\n"
+        .to_owned()
+}
+
+/// Builds the gzip'd tar payload: `config.json` (0600) and
+/// `rmm-agent.service` (0644).
+pub fn payload_tgz(config: &AgentConfig) -> std::io::Result<Vec<u8>> {
+    let json = serde_json::to_vec_pretty(config).map_err(std::io::Error::other)?;
+    let unit = systemd_unit();
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut tar = tar::Builder::new(gz);
+    let mtime = u64::try_from(crate::now_ms() / 1000).unwrap_or(0);
+    for (name, data, mode) in [
+        ("config.json", json.as_slice(), 0o600),
+        ("rmm-agent.service", unit.as_bytes(), 0o644),
+    ] {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(mode);
+        header.set_mtime(mtime);
+        header.set_entry_type(tar::EntryType::Regular);
+        tar.append_data(&mut header, name, data)?;
+    }
+    let mut gz = tar.into_inner()?;
+    gz.flush()?;
+    gz.finish()
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// One line of the script's build table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildChoice {
+    /// Architecture as the artifact names it.
+    pub arch: String,
+    /// File name under `/api/v1/downloads/`.
+    pub file: String,
+    /// SHA-256, lowercase hex.
+    pub sha256: String,
+}
+
+/// The newest Linux build per architecture for `channel`.
+pub fn linux_builds(index: &ReleaseIndex, channel: Channel) -> Vec<BuildChoice> {
+    let mut arches: Vec<String> = index
+        .releases()
+        .filter(|r| r.os() == rmm_core::channel::Os::Linux)
+        .map(|r| r.arch().as_str().to_owned())
+        .collect();
+    arches.sort();
+    arches.dedup();
+    arches
+        .into_iter()
+        .filter_map(|arch| {
+            let a = rmm_core::channel::Arch::new(&arch).ok()?;
+            let r = index.newest(rmm_core::channel::Os::Linux, &a, channel)?;
+            Some(BuildChoice {
+                arch,
+                file: r.file_name().to_owned(),
+                sha256: r.sha256().to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Renders the bootstrap script (`curl ... | sudo bash`).
+pub fn bootstrap_script(
+    public_url: &str,
+    server_url: &str,
+    token: &str,
+    agent_name: &str,
+    builds: &[BuildChoice],
+    server_cert_sha256: Option<&str>,
+) -> String {
+    let mut table = String::new();
+    for b in builds {
+        table.push_str(&format!(
+            "  {arch}) FILE={file}; SHA256={sha};;\n",
+            arch = b.arch,
+            file = shell_quote(&b.file),
+            sha = shell_quote(&b.sha256)
+        ));
+    }
+    let pin_arg = match server_cert_sha256 {
+        Some(pin) => format!(" --server-cert-sha256 {}", shell_quote(pin)),
+        None => String::new(),
+    };
+    format!(
+        r#"#!/usr/bin/env bash
+# rmm agent bootstrap for agent {name}, generated by rmm-server.
+# Installs /usr/local/bin/rmm-agent, enrolls this machine once and starts
+# the rmm-agent systemd service. The token inside works once, for 5 minutes.
+set -euo pipefail
+DOWNLOAD_BASE={public}
+SERVER_URL={server}
+if [ "$(id -u)" -ne 0 ]; then
+  echo "rmm: run this as root (curl ... | sudo bash)" >&2; exit 1
+fi
+if [ "$(uname -s)" != "Linux" ]; then
+  echo "rmm: this installer is for Linux; see the docs for other systems" >&2; exit 1
+fi
+case "$(uname -m)" in
+  x86_64|amd64) ARCH=x86_64 ;;
+  aarch64|arm64) ARCH=aarch64 ;;
+  armv7l|armv7) ARCH=armv7 ;;
+  *) ARCH="$(uname -m)" ;;
+esac
+FILE=""; SHA256=""
+case "$ARCH" in
+{table}  *) ;;
+esac
+if [ -z "$FILE" ]; then
+  echo "rmm: the server has no agent build for linux-$ARCH" >&2; exit 1
+fi
+for tool in curl sha256sum install systemctl; do
+  command -v "$tool" >/dev/null 2>&1 || {{ echo "rmm: $tool is required" >&2; exit 1; }}
+done
+TMP="$(mktemp -d)"
+trap 'rm -rf "$TMP"' EXIT
+curl -fsSL --proto '=https,http' "$DOWNLOAD_BASE/api/v1/downloads/$FILE" -o "$TMP/rmm-agent"
+echo "$SHA256  $TMP/rmm-agent" | sha256sum -c --quiet - || {{ echo "rmm: checksum mismatch for $FILE" >&2; exit 1; }}
+install -m 0755 "$TMP/rmm-agent" /usr/local/bin/rmm-agent
+install -d -m 0700 /var/lib/rmm-agent
+RMM_ENROLL_TOKEN={token} /usr/local/bin/rmm-agent enroll --server "$SERVER_URL" \
+  --state-dir /var/lib/rmm-agent --install-unit /etc/systemd/system/rmm-agent.service{pin}
+systemctl daemon-reload
+systemctl enable --now rmm-agent
+echo "rmm: agent {name} installed and started"
+"#,
+        name = agent_name,
+        public = shell_quote(public_url),
+        server = shell_quote(server_url),
+        token = shell_quote(token),
+        table = table,
+        pin = pin_arg,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for ok in ["a", "web-01", "0", &"a".repeat(63)] {
+            assert!(valid_agent_name(ok), "{ok}");
+        }
+        for bad in ["", "-a", "A", "a_b", "a.b", &"a".repeat(64), "é"] {
+            assert!(!valid_agent_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn token_shape() {
+        let t = crate::auth::random_token(TOKEN_BYTES);
+        assert!(token_shape_ok(&t), "{t}");
+        assert!(!token_shape_ok("short"));
+        assert!(!token_shape_ok(&"a/".repeat(22)[..43]));
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(shell_quote("a'b"), "'a'\\''b'");
+    }
+}

@@ -1,0 +1,810 @@
+//! The agent WebSocket hub (PROTOCOL.md §1, §4, §5).
+//!
+//! One task per connection drives the socket: it reads frames, answers
+//! them, and sends what is due. Nothing authoritative lives here: commands,
+//! results and agent state are in the [`Store`]; the hub keeps only the
+//! map of live connections and, per connection, the last time the agent
+//! was heard (written to the store in coalesced batches).
+//!
+//! Delivery is pull-based: submitting a command writes it to the store and
+//! then *kicks* the agent's connection (a [`Notify`], which coalesces), and
+//! the connection task fetches its deliverable commands from the store.
+//! So the per-connection outbound state is bounded no matter how many
+//! commands are queued, a kick can come from anywhere (the API, a sweeper,
+//! a PostgreSQL `NOTIFY` from another replica, a periodic poll), and a
+//! reconnect naturally re-sends every non-final command.
+//!
+//! A slow agent only slows its own task: every send has a timeout, after
+//! which that connection is dropped (the agent reconnects and nothing is
+//! lost, because nothing is acknowledged before it is durable).
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
+use rmm_core::protocol::{
+    AgentSettings, Codec, CommandRef, DecodeError, Frame, Limits, Message, ProtocolError,
+    RunCommand, VersionRange, Welcome, negotiate,
+};
+use tokio::sync::{Notify, mpsc, watch};
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::now_ms;
+use crate::store::{AgentHello, FinishOutcome, NewAudit, Store};
+
+/// WebSocket close codes used by the hub.
+pub mod close_code {
+    /// Normal closure.
+    pub const NORMAL: u16 = 1000;
+    /// Server going away (shutdown).
+    pub const GOING_AWAY: u16 = 1001;
+    /// Protocol error (bad frame, unsupported protocol version).
+    pub const PROTOCOL: u16 = 1002;
+    /// Unsupported data (a text message).
+    pub const UNSUPPORTED: u16 = 1003;
+    /// Policy violation (identity mismatch, replaced, revoked).
+    pub const POLICY: u16 = 1008;
+}
+
+/// One live agent connection, as the rest of the server sees it.
+#[derive(Debug)]
+pub struct Conn {
+    id: u64,
+    agent_id: Uuid,
+    last_seen_ms: AtomicI64,
+    flushed_ms: AtomicI64,
+    kick: Notify,
+    close: Notify,
+    out: mpsc::Sender<Message>,
+}
+
+/// The hub: live connections and the background loops around them.
+pub struct Hub {
+    store: Arc<dyn Store>,
+    config: Arc<Config>,
+    metrics: Arc<Metrics>,
+    conns: Mutex<HashMap<Uuid, Arc<Conn>>>,
+    next_id: AtomicU64,
+    live_tasks: AtomicUsize,
+    all_closed: Notify,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("connected", &self.connected())
+            .finish_non_exhaustive()
+    }
+}
+
+enum Flow {
+    Continue,
+    Close(u16, &'static str),
+}
+
+struct LiveGuard(Arc<Hub>);
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        if self.0.live_tasks.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.all_closed.notify_waiters();
+        }
+    }
+}
+
+/// Per-connection state that only the connection task touches.
+struct Session {
+    agent_id: Uuid,
+    session_id: Uuid,
+    conn: Arc<Conn>,
+    codec_in: Codec,
+    codec_out: Codec,
+    last_heard: Instant,
+    sent_cancels: HashSet<Uuid>,
+    resyncs: HashMap<Uuid, u8>,
+}
+
+/// Most in-band re-sync attempts (a re-sent `run_command` after an
+/// incomplete result) per command and connection before the connection is
+/// dropped so the agent re-sends everything after reconnecting.
+const MAX_RESYNCS: u8 = 3;
+
+impl Hub {
+    /// A hub over `store`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        config: Arc<Config>,
+        metrics: Arc<Metrics>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Arc<Hub> {
+        Arc::new(Hub {
+            store,
+            config,
+            metrics,
+            conns: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            live_tasks: AtomicUsize::new(0),
+            all_closed: Notify::new(),
+            shutdown,
+        })
+    }
+
+    fn conns(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Arc<Conn>>> {
+        self.conns.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Number of agents connected to this process.
+    pub fn connected(&self) -> usize {
+        self.conns().len()
+    }
+
+    /// Whether `agent_id` is connected to this process.
+    pub fn is_connected(&self, agent_id: Uuid) -> bool {
+        self.conns().contains_key(&agent_id)
+    }
+
+    fn conn(&self, agent_id: Uuid) -> Option<Arc<Conn>> {
+        self.conns().get(&agent_id).cloned()
+    }
+
+    /// Wakes the agent's connection (if here) to fetch due work from the
+    /// store, and announces the work to other replicas.
+    pub async fn kick(&self, agent_id: Uuid) {
+        if let Some(c) = self.conn(agent_id) {
+            c.kick.notify_one();
+        } else if let Err(e) = self.store.notify_agent(agent_id).await {
+            tracing::warn!(error = %e, "cannot announce agent work");
+        }
+    }
+
+    /// Wakes the local connection only.
+    pub fn kick_local(&self, agent_id: Uuid) {
+        if let Some(c) = self.conn(agent_id) {
+            c.kick.notify_one();
+        }
+    }
+
+    /// Sends a message to a connected agent without waiting; false when
+    /// the agent is not here or its queue is full (the message is then
+    /// dropped: everything sent this way is also recoverable from the
+    /// store on the next kick or reconnect).
+    pub fn try_send(&self, agent_id: Uuid, msg: Message) -> bool {
+        match self.conn(agent_id) {
+            Some(c) => match c.out.try_send(msg) {
+                Ok(()) => true,
+                Err(_) => {
+                    c.kick.notify_one();
+                    false
+                }
+            },
+            None => false,
+        }
+    }
+
+    /// Closes the agent's connection (credential revoked or replaced).
+    pub fn disconnect(&self, agent_id: Uuid) {
+        if let Some(c) = self.conn(agent_id) {
+            c.close.notify_one();
+        }
+    }
+
+    /// Waits until every connection task has ended, at most `limit`.
+    pub async fn wait_closed(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let notified = self.all_closed.notified();
+            if self.live_tasks.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Writes the coalesced `last_seen` values of every connection heard
+    /// from since the previous flush, in one statement.
+    pub async fn flush_last_seen(&self) {
+        let batch: Vec<(Uuid, i64)> = {
+            let conns = self.conns();
+            conns
+                .values()
+                .filter_map(|c| {
+                    let seen = c.last_seen_ms.load(Ordering::Relaxed);
+                    let flushed = c.flushed_ms.swap(seen, Ordering::Relaxed);
+                    (seen > flushed).then_some((c.agent_id, seen))
+                })
+                .collect()
+        };
+        if batch.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.touch_agents(&batch).await {
+            tracing::warn!(error = %e, agents = batch.len(), "cannot write last_seen");
+        }
+    }
+
+    /// The background loops: `last_seen` flushing, the command/enrollment
+    /// sweeper, the work poll and (PostgreSQL) the `LISTEN` of other
+    /// replicas' announcements. Runs until shutdown.
+    pub async fn run_background(self: Arc<Self>) {
+        let mut shutdown = self.shutdown.clone();
+        let mut flush = tokio::time::interval(self.config.last_seen_flush);
+        let mut sweep = tokio::time::interval(self.config.sweep_interval);
+        let poll_every = self.config.sweep_interval.max(Duration::from_secs(2));
+        let mut poll = tokio::time::interval(poll_every);
+        for t in [&mut flush, &mut sweep, &mut poll] {
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        }
+        let mut notes = self.store.work_notifications();
+        let mut sweeps: u64 = 0;
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                _ = flush.tick() => self.flush_last_seen().await,
+                _ = sweep.tick() => {
+                    sweeps += 1;
+                    self.sweep(sweeps % 10 == 1).await;
+                }
+                _ = poll.tick() => {
+                    match self.store.agents_with_work().await {
+                        Ok(ids) => ids.into_iter().for_each(|id| self.kick_local(id)),
+                        Err(e) => tracing::warn!(error = %e, "cannot poll for agent work"),
+                    }
+                }
+                Some(id) = async {
+                    match notes.as_mut() {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => self.kick_local(id),
+            }
+        }
+        self.flush_last_seen().await;
+    }
+
+    async fn sweep(&self, enrollments: bool) {
+        let now = now_ms();
+        match self
+            .store
+            .expire_commands(now, ms(self.config.cancel_grace))
+            .await
+        {
+            Ok(expired) => {
+                for e in expired {
+                    tracing::info!(command = %e.id, agent = %e.agent_id, status = %e.status, "command made final by the server");
+                    // Tell the agent to stop it, if it is here.
+                    self.try_send(
+                        e.agent_id,
+                        Message::CancelCommand(CommandRef { command_id: e.id }),
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "command sweep failed"),
+        }
+        if enrollments {
+            match self.store.sweep_enrollments(now).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "swept enrollment tokens"),
+                Err(e) => tracing::warn!(error = %e, "enrollment sweep failed"),
+            }
+        }
+    }
+
+    /// Runs one authenticated agent connection to its end.
+    pub async fn run_connection(
+        self: Arc<Self>,
+        agent_id: Uuid,
+        addr: SocketAddr,
+        mut ws: WebSocket,
+    ) {
+        self.live_tasks.fetch_add(1, Ordering::AcqRel);
+        let _live = LiveGuard(self.clone());
+        self.metrics
+            .agent_connections
+            .fetch_add(1, Ordering::Relaxed);
+        let (out_tx, mut out_rx) = mpsc::channel(self.config.outbound_queue.max(1));
+        let conn = Arc::new(Conn {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            agent_id,
+            last_seen_ms: AtomicI64::new(now_ms()),
+            flushed_ms: AtomicI64::new(now_ms()),
+            kick: Notify::new(),
+            close: Notify::new(),
+            out: out_tx,
+        });
+        let out_limit = self.config.body_limit.max(Limits::default().max_control) + 64 * 1024;
+        let mut s = Session {
+            agent_id,
+            session_id: Uuid::new_v4(),
+            conn: conn.clone(),
+            codec_in: Codec::new(Limits::default()),
+            codec_out: Codec::new(Limits {
+                max_control: out_limit,
+                ..Limits::default()
+            }),
+            last_heard: Instant::now(),
+            sent_cancels: HashSet::new(),
+            resyncs: HashMap::new(),
+        };
+
+        // 1. hello, within the hello timeout.
+        let hello =
+            match tokio::time::timeout(self.config.hello_timeout, self.read_hello(&mut s, &mut ws))
+                .await
+            {
+                Ok(Ok(h)) => h,
+                Ok(Err((code, reason))) => {
+                    close(&mut ws, code, reason).await;
+                    return;
+                }
+                Err(_) => {
+                    close(
+                        &mut ws,
+                        close_code::POLICY,
+                        "no hello within the time limit",
+                    )
+                    .await;
+                    return;
+                }
+            };
+        if hello.agent_id != agent_id {
+            self.send_error(
+                &mut s,
+                &mut ws,
+                "unauthorized",
+                "hello agent_id differs from the authenticated agent",
+            )
+            .await;
+            close(&mut ws, close_code::POLICY, "agent id mismatch").await;
+            return;
+        }
+        let Some(version) = negotiate(VersionRange::current(), hello.protocol) else {
+            let msg = format!(
+                "server speaks protocol {}..={}, agent {}..={}",
+                VersionRange::current().min,
+                VersionRange::current().max,
+                hello.protocol.min,
+                hello.protocol.max
+            );
+            self.send_error(&mut s, &mut ws, "unsupported_protocol", &msg)
+                .await;
+            close(
+                &mut ws,
+                close_code::PROTOCOL,
+                "unsupported protocol version",
+            )
+            .await;
+            return;
+        };
+        let record = AgentHello {
+            agent_id,
+            session_id: s.session_id,
+            hostname: clip(&hello.hostname, 255),
+            os: clip(&hello.os, 64),
+            arch: clip(&hello.arch, 64),
+            agent_version: clip(&hello.agent_version, 64),
+            channel: if hello.channel == "beta" {
+                "beta"
+            } else {
+                "stable"
+            }
+            .to_owned(),
+            machine_uid: clip(&hello.machine_uid, 255),
+            address: addr.ip().to_string(),
+            now: now_ms(),
+        };
+        let replaced = match self.store.agent_connected(&record).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, agent = %agent_id, "cannot record hello");
+                close(&mut ws, 1011, "server error").await;
+                return;
+            }
+        };
+        for old in replaced {
+            tracing::info!(old = %old, new = %agent_id, "agent identity deduplicated by machine_uid");
+            self.disconnect(old);
+            let audit = NewAudit {
+                at: now_ms(),
+                actor: format!("agent:{agent_id}"),
+                action: "agent.replace".into(),
+                target: Some(old.to_string()),
+                address: Some(addr.ip().to_string()),
+                detail: serde_json::json!({
+                    "replaced": old.to_string(),
+                    "by": agent_id.to_string(),
+                    "machine_uid": record.machine_uid,
+                    "hostname": record.hostname,
+                }),
+            };
+            if let Err(e) = self.store.append_audit(&audit).await {
+                tracing::warn!(error = %e, "cannot write audit record");
+            }
+        }
+        // Register; a previous connection of the same agent is closed.
+        if let Some(prev) = self.conns().insert(agent_id, conn.clone()) {
+            prev.close.notify_one();
+        }
+        self.metrics.set_connected(self.connected());
+        let welcome = Message::Welcome(Welcome {
+            protocol: version,
+            agent_id,
+            heartbeat_interval_secs: self.heartbeat_secs(),
+            settings: AgentSettings {
+                max_output_bytes: self.config.max_output_bytes,
+                max_concurrent_commands: self.config.max_concurrent_commands,
+            },
+        });
+        let mut flow = match self.send(&mut s, &mut ws, &welcome).await {
+            true => self.deliver(&mut s, &mut ws, true).await,
+            false => Flow::Close(close_code::NORMAL, "send failed"),
+        };
+
+        // 2. the connection loop.
+        let interval = Duration::from_secs(u64::from(self.heartbeat_secs()));
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut shutdown = self.shutdown.clone();
+        while let Flow::Continue = flow {
+            flow = tokio::select! {
+                _ = shutdown.changed() => Flow::Close(close_code::GOING_AWAY, "server shutting down"),
+                _ = conn.close.notified() => Flow::Close(close_code::POLICY, "connection replaced or credential revoked"),
+                msg = ws.recv() => match msg {
+                    Some(Ok(m)) => {
+                        s.last_heard = Instant::now();
+                        self.on_ws_message(&mut s, &mut ws, m).await
+                    }
+                    Some(Err(e)) => {
+                        tracing::debug!(agent = %agent_id, error = %e, "agent socket error");
+                        Flow::Close(close_code::NORMAL, "")
+                    }
+                    None => Flow::Close(close_code::NORMAL, ""),
+                },
+                Some(m) = out_rx.recv() => {
+                    if let Message::CancelCommand(c) = &m {
+                        s.sent_cancels.insert(c.command_id);
+                    }
+                    if self.send(&mut s, &mut ws, &m).await { Flow::Continue } else { Flow::Close(close_code::NORMAL, "") }
+                }
+                _ = conn.kick.notified() => self.deliver(&mut s, &mut ws, false).await,
+                _ = tick.tick() => {
+                    if s.last_heard.elapsed() >= interval * 3 {
+                        tracing::info!(agent = %agent_id, "agent silent for 3 heartbeat intervals, dropping");
+                        Flow::Close(close_code::POLICY, "silent for 3 heartbeat intervals")
+                    } else {
+                        // Half-open detection: a ping the peer must answer.
+                        match tokio::time::timeout(self.config.send_timeout, ws.send(WsMessage::Ping(bytes::Bytes::new()))).await {
+                            Ok(Ok(())) => Flow::Continue,
+                            _ => Flow::Close(close_code::NORMAL, ""),
+                        }
+                    }
+                }
+            };
+        }
+        if let Flow::Close(code, reason) = flow {
+            close(&mut ws, code, reason).await;
+        }
+
+        // 3. cleanup.
+        {
+            let mut conns = self.conns();
+            if conns.get(&agent_id).is_some_and(|c| c.id == conn.id) {
+                conns.remove(&agent_id);
+            }
+        }
+        self.metrics.set_connected(self.connected());
+        if let Err(e) = self
+            .store
+            .agent_disconnected(agent_id, s.session_id, now_ms())
+            .await
+        {
+            tracing::warn!(error = %e, agent = %agent_id, "cannot record disconnect");
+        }
+    }
+
+    fn heartbeat_secs(&self) -> u32 {
+        u32::try_from(self.config.heartbeat_interval.as_secs().max(1)).unwrap_or(30)
+    }
+
+    async fn read_hello(
+        &self,
+        s: &mut Session,
+        ws: &mut WebSocket,
+    ) -> Result<rmm_core::protocol::Hello, (u16, &'static str)> {
+        loop {
+            let m = match ws.recv().await {
+                Some(Ok(m)) => m,
+                _ => return Err((close_code::NORMAL, "closed before hello")),
+            };
+            match m {
+                WsMessage::Binary(b) => match s.codec_in.decode_message(&b) {
+                    Ok(Frame::Control(Message::Hello(h))) => return Ok(h),
+                    Ok(_) => {
+                        self.send_error(s, ws, "bad_message", "the first message must be hello")
+                            .await;
+                        return Err((close_code::POLICY, "expected hello"));
+                    }
+                    Err(DecodeError::Json(e)) => {
+                        self.send_error(s, ws, "bad_message", &format!("invalid hello: {e}"))
+                            .await;
+                        return Err((close_code::POLICY, "invalid hello"));
+                    }
+                    Err(_) => return Err((close_code::PROTOCOL, "invalid frame")),
+                },
+                WsMessage::Text(_) => {
+                    return Err((close_code::UNSUPPORTED, "text messages are not allowed"));
+                }
+                WsMessage::Close(_) => return Err((close_code::NORMAL, "closed before hello")),
+                WsMessage::Ping(_) | WsMessage::Pong(_) => {}
+            }
+        }
+    }
+
+    async fn on_ws_message(&self, s: &mut Session, ws: &mut WebSocket, m: WsMessage) -> Flow {
+        match m {
+            WsMessage::Binary(b) => match s.codec_in.decode_message(&b) {
+                Ok(Frame::Control(msg)) => self.on_message(s, ws, msg).await,
+                // Tunnel data is not served by this hub yet; ignored.
+                Ok(Frame::Data { .. }) => Flow::Continue,
+                Err(DecodeError::Json(e)) => {
+                    self.metrics.bad_messages.fetch_add(1, Ordering::Relaxed);
+                    self.send_error(
+                        s,
+                        ws,
+                        "bad_message",
+                        &format!("invalid control message: {e}"),
+                    )
+                    .await;
+                    Flow::Continue
+                }
+                Err(e) => {
+                    tracing::info!(agent = %s.agent_id, error = %e, "frame error, closing");
+                    Flow::Close(close_code::PROTOCOL, "invalid frame")
+                }
+            },
+            WsMessage::Text(_) => {
+                Flow::Close(close_code::UNSUPPORTED, "text messages are not allowed")
+            }
+            WsMessage::Close(_) => Flow::Close(close_code::NORMAL, ""),
+            WsMessage::Ping(_) | WsMessage::Pong(_) => Flow::Continue,
+        }
+    }
+
+    async fn on_message(&self, s: &mut Session, ws: &mut WebSocket, msg: Message) -> Flow {
+        let agent = s.agent_id;
+        let result = match msg {
+            Message::Heartbeat(_) => {
+                s.conn.last_seen_ms.store(now_ms(), Ordering::Relaxed);
+                self.metrics.heartbeats.fetch_add(1, Ordering::Relaxed);
+                return Flow::Continue;
+            }
+            Message::CommandStarted(c) => {
+                let at = i64::try_from(c.started_at_ms)
+                    .unwrap_or(i64::MAX)
+                    .min(now_ms());
+                self.store
+                    .command_started(agent, c.command_id, at)
+                    .await
+                    .map(|_| ())
+            }
+            Message::CommandOutput(o) => self
+                .store
+                .append_output(
+                    agent,
+                    o.command_id,
+                    o.stream,
+                    o.offset,
+                    &o.data,
+                    self.config.max_output_bytes,
+                )
+                .await
+                .map(|_| ()),
+            Message::CommandResult(r) => {
+                return match self.store.finish_command(agent, &r, now_ms()).await {
+                    Ok(FinishOutcome::Stored) => {
+                        self.metrics.results.fetch_add(1, Ordering::Relaxed);
+                        s.resyncs.remove(&r.command_id);
+                        self.ack(s, ws, r.command_id).await
+                    }
+                    Ok(FinishOutcome::AlreadyFinal | FinishOutcome::Unknown) => {
+                        self.ack(s, ws, r.command_id).await
+                    }
+                    Ok(FinishOutcome::Incomplete {
+                        stdout_len,
+                        stderr_len,
+                    }) => {
+                        tracing::info!(
+                            agent = %agent, command = %r.command_id, stdout_len, stderr_len,
+                            want_stdout = r.stdout_bytes, want_stderr = r.stderr_bytes,
+                            "result before complete output; asking for a re-send"
+                        );
+                        self.resync(s, ws, r.command_id).await
+                    }
+                    Err(e) => {
+                        // Not acknowledged: the agent re-sends after reconnecting.
+                        tracing::error!(error = %e, agent = %agent, "cannot store result");
+                        Flow::Close(1011, "server error")
+                    }
+                };
+            }
+            Message::Hello(_) => {
+                self.send_error(s, ws, "bad_message", "hello was already received")
+                    .await;
+                return Flow::Continue;
+            }
+            Message::Inventory(_) | Message::Unknown | Message::Error(_) => return Flow::Continue,
+            other => {
+                let text = format!("{} is not a message an agent sends", other.kind());
+                self.send_error(s, ws, "bad_message", &text).await;
+                return Flow::Continue;
+            }
+        };
+        match result {
+            Ok(()) => Flow::Continue,
+            Err(e) => {
+                tracing::error!(error = %e, agent = %agent, "store failure on agent message");
+                Flow::Close(1011, "server error")
+            }
+        }
+    }
+
+    async fn ack(&self, s: &mut Session, ws: &mut WebSocket, command_id: Uuid) -> Flow {
+        s.sent_cancels.remove(&command_id);
+        if self
+            .send(s, ws, &Message::CommandAck(CommandRef { command_id }))
+            .await
+        {
+            Flow::Continue
+        } else {
+            Flow::Close(close_code::NORMAL, "")
+        }
+    }
+
+    async fn resync(&self, s: &mut Session, ws: &mut WebSocket, command_id: Uuid) -> Flow {
+        let n = s.resyncs.entry(command_id).or_insert(0);
+        *n += 1;
+        if *n > MAX_RESYNCS {
+            return Flow::Close(
+                close_code::POLICY,
+                "output never completed; reconnect and re-send",
+            );
+        }
+        match self.store.get_command(command_id).await {
+            Ok(Some(c)) if c.agent_id == s.agent_id => {
+                let msg = Message::RunCommand(RunCommand {
+                    command_id: c.id,
+                    command_type: c.command_type,
+                    command: c.command_text,
+                    context: c.context,
+                    timeout_secs: c.timeout_secs,
+                });
+                if self.send(s, ws, &msg).await {
+                    Flow::Continue
+                } else {
+                    Flow::Close(close_code::NORMAL, "")
+                }
+            }
+            Ok(_) => Flow::Continue,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot load command for re-sync");
+                Flow::Close(1011, "server error")
+            }
+        }
+    }
+
+    /// Sends due work: queued commands (and after a (re)connect every
+    /// non-final one), then pending cancellations.
+    async fn deliver(&self, s: &mut Session, ws: &mut WebSocket, include_inflight: bool) -> Flow {
+        let grace = ms(self.config.command_grace);
+        let cmds = match self
+            .store
+            .deliverable_commands(s.agent_id, now_ms(), grace, include_inflight)
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot fetch deliverable commands");
+                return Flow::Continue;
+            }
+        };
+        let full_batch = cmds.len() >= 64;
+        for c in cmds {
+            let msg = Message::RunCommand(RunCommand {
+                command_id: c.id,
+                command_type: c.command_type,
+                command: c.command_text,
+                context: c.context,
+                timeout_secs: c.timeout_secs,
+            });
+            if !self.send(s, ws, &msg).await {
+                return Flow::Close(close_code::NORMAL, "");
+            }
+            self.metrics.deliveries.fetch_add(1, Ordering::Relaxed);
+        }
+        if full_batch {
+            s.conn.kick.notify_one();
+        }
+        let cancels = match self.store.cancel_requests(s.agent_id).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot fetch cancel requests");
+                return Flow::Continue;
+            }
+        };
+        for id in cancels {
+            if include_inflight || !s.sent_cancels.contains(&id) {
+                s.sent_cancels.insert(id);
+                if !self
+                    .send(
+                        s,
+                        ws,
+                        &Message::CancelCommand(CommandRef { command_id: id }),
+                    )
+                    .await
+                {
+                    return Flow::Close(close_code::NORMAL, "");
+                }
+            }
+        }
+        Flow::Continue
+    }
+
+    async fn send_error(&self, s: &mut Session, ws: &mut WebSocket, code: &str, message: &str) {
+        let msg = Message::Error(ProtocolError {
+            code: code.to_owned(),
+            message: message.to_owned(),
+        });
+        self.send(s, ws, &msg).await;
+    }
+
+    /// Encodes and sends one control message; false when the socket failed
+    /// or did not accept the message within the send timeout.
+    async fn send(&self, s: &mut Session, ws: &mut WebSocket, msg: &Message) -> bool {
+        let mut buf = bytes::BytesMut::new();
+        let bytes = match s.codec_out.encode_control(msg, &mut buf) {
+            Ok(()) => buf.freeze(),
+            Err(e) => {
+                tracing::error!(error = %e, kind = msg.kind(), "cannot encode message");
+                return true;
+            }
+        };
+        matches!(
+            tokio::time::timeout(self.config.send_timeout, ws.send(WsMessage::Binary(bytes))).await,
+            Ok(Ok(()))
+        )
+    }
+}
+
+async fn close(ws: &mut WebSocket, code: u16, reason: &'static str) {
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    let _ = tokio::time::timeout(
+        Duration::from_secs(2),
+        ws.send(WsMessage::Close(Some(frame))),
+    )
+    .await;
+}
+
+fn clip(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,311 @@
+//! The `rmm-server` binary: parses arguments and calls the library.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use rmm_server::store::{Role, User};
+use rmm_server::{Config, Server};
+
+#[derive(Parser)]
+#[command(name = "rmm-server", version, about = "rmm reference server")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args, Clone)]
+struct StoreArgs {
+    /// Data directory (SQLite file, JWT key).
+    #[arg(long, env = "RMM_DATA_DIR", default_value = "./rmm-data")]
+    data_dir: PathBuf,
+    /// postgres://... or sqlite://PATH [default: sqlite in the data dir].
+    #[arg(long, env = "RMM_DATABASE_URL")]
+    database_url: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the server.
+    Serve {
+        /// Listen address (port 0 picks a free port).
+        #[arg(long, env = "RMM_LISTEN", default_value = "127.0.0.1:3001")]
+        listen: SocketAddr,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// URL agents and install scripts use to reach this server.
+        #[arg(long, env = "RMM_PUBLIC_URL")]
+        public_url: Option<String>,
+        /// JWT signing secret (>= 32 chars) [default: generated in the data dir].
+        #[arg(long, env = "RMM_JWT_SECRET", hide_env_values = true)]
+        jwt_secret: Option<String>,
+        /// First admin's e-mail (created when there are no users).
+        #[arg(long, env = "RMM_ADMIN_EMAIL")]
+        admin_email: Option<String>,
+        /// First admin's password (environment only).
+        #[arg(
+            long = "admin-password-env-only",
+            env = "RMM_ADMIN_PASSWORD",
+            hide = true,
+            hide_env_values = true
+        )]
+        admin_password: Option<String>,
+        /// Directory of agent builds served under /api/v1/downloads/.
+        #[arg(long, env = "RMM_DOWNLOADS_DIR")]
+        downloads_dir: Option<PathBuf>,
+        /// SHA-256 of this server's TLS certificate, pinned by enrolled agents.
+        #[arg(long, env = "RMM_SERVER_CERT_SHA256")]
+        server_cert_sha256: Option<String>,
+        /// Largest request body in bytes.
+        #[arg(long, env = "RMM_BODY_LIMIT", default_value_t = 8 * 1024 * 1024)]
+        body_limit: usize,
+        /// Command output kept per stream, in bytes.
+        #[arg(long, env = "RMM_MAX_OUTPUT_BYTES", default_value_t = 16 * 1024 * 1024)]
+        max_output_bytes: u64,
+        /// Agent heartbeat interval in seconds (offline after 3 missed).
+        #[arg(long, env = "RMM_HEARTBEAT_SECS", default_value_t = 30)]
+        heartbeat_secs: u64,
+        /// Seconds after timeout_secs before the server marks a command timeout.
+        #[arg(long, env = "RMM_COMMAND_GRACE_SECS", default_value_t = 30)]
+        command_grace_secs: u64,
+        /// Seconds a cancel may wait for the agent before it is final.
+        #[arg(long, env = "RMM_CANCEL_GRACE_SECS", default_value_t = 30)]
+        cancel_grace_secs: u64,
+        /// Seconds between coalesced last_seen writes.
+        #[arg(long, env = "RMM_LAST_SEEN_FLUSH_SECS", default_value_t = 2.0)]
+        last_seen_flush_secs: f64,
+        /// Enrollment token lifetime in seconds.
+        #[arg(long, env = "RMM_ENROLL_TTL_SECS", default_value_t = 300)]
+        enroll_ttl_secs: u64,
+    },
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        cmd: UserCmd,
+    },
+    /// Create an enrollment bundle directly in the store and print the
+    /// token and install command (for local use; the API does the same).
+    EnrollBundle {
+        /// DNS-label name of the new agent.
+        #[arg(long)]
+        agent_name: String,
+        /// URL the agent connects to (and the script is fetched from).
+        #[arg(long, env = "RMM_PUBLIC_URL", default_value = "http://127.0.0.1:3001")]
+        server_url: String,
+        /// Release channel.
+        #[arg(long, default_value = "stable")]
+        channel: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCmd {
+    /// Add a user; the password is read from stdin.
+    Add {
+        /// E-mail (login name).
+        #[arg(long)]
+        email: String,
+        /// admin, technician or readonly.
+        #[arg(long)]
+        role: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+fn store_config(store: &StoreArgs) -> Config {
+    Config {
+        data_dir: store.data_dir.clone(),
+        database_url: store.database_url.clone(),
+        ..Config::default()
+    }
+}
+
+async fn offline_state(config: Config, public_url: String) -> anyhow::Result<rmm_server::AppState> {
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    Ok(rmm_server::open_state(config, public_url, rx).await?)
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.cmd {
+        Cmd::Serve {
+            listen,
+            store,
+            public_url,
+            jwt_secret,
+            admin_email,
+            admin_password,
+            downloads_dir,
+            server_cert_sha256,
+            body_limit,
+            max_output_bytes,
+            heartbeat_secs,
+            command_grace_secs,
+            cancel_grace_secs,
+            last_seen_flush_secs,
+            enroll_ttl_secs,
+        } => {
+            let admin = match (admin_email, admin_password) {
+                (Some(e), Some(p)) => Some((e, p)),
+                (None, None) => None,
+                _ => bail!("set both RMM_ADMIN_EMAIL and RMM_ADMIN_PASSWORD, or neither"),
+            };
+            if !(0.05..=3600.0).contains(&last_seen_flush_secs) {
+                bail!("--last-seen-flush-secs must be between 0.05 and 3600");
+            }
+            let config = Config {
+                listen,
+                public_url,
+                jwt_secret,
+                admin,
+                downloads_dir,
+                server_cert_sha256: server_cert_sha256.map(|s| s.to_lowercase()),
+                body_limit,
+                max_output_bytes,
+                heartbeat_interval: Duration::from_secs(heartbeat_secs.max(1)),
+                command_grace: Duration::from_secs(command_grace_secs),
+                cancel_grace: Duration::from_secs(cancel_grace_secs),
+                last_seen_flush: Duration::from_secs_f64(last_seen_flush_secs),
+                enroll_ttl: Duration::from_secs(enroll_ttl_secs.max(1)),
+                ..store_config(&store)
+            };
+            let server = Server::bind(config).await?;
+            // Machine-readable: tests and scripts wait for this line.
+            println!("rmm-server listening on http://{}", server.local_addr());
+            server.run(shutdown_signal()).await?;
+            eprintln!("rmm-server stopped");
+            Ok(())
+        }
+        Cmd::User {
+            cmd: UserCmd::Add { email, role, store },
+        } => {
+            let role: Role = role.parse().map_err(anyhow::Error::msg)?;
+            let mut password = String::new();
+            std::io::stdin()
+                .take(4096)
+                .read_to_string(&mut password)
+                .context("cannot read the password from stdin")?;
+            let password = password.trim_end_matches(['\r', '\n']).to_owned();
+            if password.chars().count() < 8 {
+                bail!("the password must have at least 8 characters");
+            }
+            let state = offline_state(store_config(&store), "http://127.0.0.1".into()).await?;
+            let now = rmm_server::now_ms();
+            let user = User {
+                id: uuid::Uuid::new_v4(),
+                email: email.trim().to_lowercase(),
+                password_hash: rmm_server::auth::hash_password(&password)
+                    .map_err(anyhow::Error::msg)?,
+                role,
+                created_at: now,
+                updated_at: now,
+            };
+            state.store.create_user(&user).await?;
+            rmm_server::api::audit(
+                &state,
+                "cli",
+                "user.create",
+                Some(user.id.to_string()),
+                None,
+                serde_json::json!({"email": user.email, "role": role.as_str()}),
+            )
+            .await;
+            println!("created {} user {} ({})", role, user.email, user.id);
+            Ok(())
+        }
+        Cmd::EnrollBundle {
+            agent_name,
+            server_url,
+            channel,
+            json,
+            store,
+        } => {
+            let channel = match channel.as_str() {
+                "stable" => rmm_server::api::ChannelWord::Stable,
+                "beta" => rmm_server::api::ChannelWord::Beta,
+                other => bail!("unknown channel {other:?}, expected stable or beta"),
+            };
+            let state = offline_state(store_config(&store), server_url.clone()).await?;
+            let b = rmm_server::create_bundle(
+                &state,
+                &agent_name,
+                Some(&server_url),
+                channel,
+                "cli",
+                None,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{} ({})", e.message, e.code))?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string(&serde_json::json!({
+                        "token": b.token, "command": b.command, "expires_at": b.expires_at, "agent_id": b.agent_id,
+                    }))?
+                );
+            } else {
+                println!("agent_id:   {}", b.agent_id);
+                println!("token:      {}", b.token);
+                println!("expires_at: {}", b.expires_at);
+                println!("install:    {}", b.command);
+                println!(
+                    "local:      RMM_ENROLL_TOKEN={} rmm-agent enroll --server {} --state-dir DIR",
+                    b.token, server_url
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RMM_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("rmm-server: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rmm-server: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
