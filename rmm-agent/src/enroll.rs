@@ -43,7 +43,9 @@ pub enum EnrollError {
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsConfigError),
     /// The server answered 404.
-    #[error("the enrollment token is unknown, expired or already used (HTTP 404); ask for a new enrollment command")]
+    #[error(
+        "the enrollment token is unknown, expired or already used (HTTP 404); ask for a new enrollment command"
+    )]
     TokenRejected,
     /// The server answered another non-success status.
     #[error("the server answered HTTP {status} for the enrollment payload: {body}")]
@@ -128,7 +130,10 @@ pub fn validate_token(token: &str) -> Result<(), EnrollError> {
 
 /// The payload URL for `server` and `token`.
 pub fn payload_url(server: &str, token: &str) -> String {
-    format!("{}/api/v1/enroll-bundle/{token}.tgz", server.trim_end_matches('/'))
+    format!(
+        "{}/api/v1/enroll-bundle/{token}.tgz",
+        server.trim_end_matches('/')
+    )
 }
 
 /// Unpacks and validates a payload (gzip'd tar).
@@ -162,16 +167,21 @@ pub fn parse_bundle(bytes: &[u8]) -> Result<Bundle, EnrollError> {
             .read_to_end(&mut buf)
             .map_err(|e| bad(format!("cannot read {name}: {e}")))?;
         if buf.len() as u64 > MAX_ENTRY_BYTES {
-            return Err(bad(format!("{name} is larger than {MAX_ENTRY_BYTES} bytes")));
+            return Err(bad(format!(
+                "{name} is larger than {MAX_ENTRY_BYTES} bytes"
+            )));
         }
         if name == "config.json" {
             config = Some(buf);
         } else {
-            unit = Some(String::from_utf8(buf).map_err(|_| bad("rmm-agent.service is not UTF-8".into()))?);
+            unit = Some(
+                String::from_utf8(buf).map_err(|_| bad("rmm-agent.service is not UTF-8".into()))?,
+            );
         }
     }
     let config = config.ok_or_else(|| bad("config.json is missing".into()))?;
-    let c: PayloadConfig = serde_json::from_slice(&config).map_err(|e| bad(format!("config.json: {e}")))?;
+    let c: PayloadConfig =
+        serde_json::from_slice(&config).map_err(|e| bad(format!("config.json: {e}")))?;
     let identity = Identity {
         server_url: c.server_url.trim_end_matches('/').to_owned(),
         agent_id: c.agent_id,
@@ -180,7 +190,9 @@ pub fn parse_bundle(bytes: &[u8]) -> Result<Bundle, EnrollError> {
         agent_name: c.agent_name,
         channel: c.channel,
     };
-    identity.validate().map_err(|e| bad(format!("config.json: {e}")))?;
+    identity
+        .validate()
+        .map_err(|e| bad(format!("config.json: {e}")))?;
     Ok(Bundle { identity, unit })
 }
 
@@ -208,25 +220,30 @@ pub async fn enroll(opts: &EnrollOptions) -> Result<(Identity, StateDir), Enroll
         }
     }
     let bundle = parse_bundle(&resp.body)?;
-    if let (Some(used), Some(given)) = (opts.server_cert_sha256, bundle.identity.pin()) {
-        if used != given {
-            return Err(EnrollError::BadPayload(
-                "server_cert_sha256 in the payload differs from the pin used to download it".into(),
-            ));
-        }
+    if let (Some(used), Some(given)) = (opts.server_cert_sha256, bundle.identity.pin())
+        && used != given
+    {
+        return Err(EnrollError::BadPayload(
+            "server_cert_sha256 in the payload differs from the pin used to download it".into(),
+        ));
     }
     state.store_identity(&bundle.identity)?;
     if let (Some(path), Some(unit)) = (&opts.install_unit, &bundle.unit) {
-        crate::fsutil::write_atomic(path, unit.as_bytes(), 0o644).map_err(|source| EnrollError::Unit {
-            path: path.clone(),
-            source,
+        crate::fsutil::write_atomic(path, unit.as_bytes(), 0o644).map_err(|source| {
+            EnrollError::Unit {
+                path: path.clone(),
+                source,
+            }
         })?;
     }
     Ok((bundle.identity, state))
 }
 
 fn check_unit_dir(path: &Path) -> Result<(), EnrollError> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     crate::fsutil::probe_writable(dir).map_err(|source| EnrollError::Unit {
         path: path.to_owned(),
         source,
@@ -247,7 +264,11 @@ mod tests {
             tar.append_data(&mut h, name, data).unwrap();
         };
         add("config.json", config.as_bytes(), 0o600);
-        add("rmm-agent.service", b"[Unit]\nDescription=rmm agent\n", 0o644);
+        add(
+            "rmm-agent.service",
+            b"[Unit]\nDescription=rmm agent\n",
+            0o644,
+        );
         for (n, d) in extra {
             add(n, d, 0o644);
         }
@@ -282,10 +303,19 @@ mod tests {
         check(b"not gzip", "invalid enrollment payload");
         check(&bundle_bytes("{}", &[]), "config.json");
         let id = Uuid::new_v4();
-        check(&bundle_bytes(&config(id).replace("web-1", "Web 1"), &[]), "DNS label");
-        check(&bundle_bytes(&config(id).replace("http://", "gopher://"), &[]), "http://");
+        check(
+            &bundle_bytes(&config(id).replace("web-1", "Web 1"), &[]),
+            "DNS label",
+        );
+        check(
+            &bundle_bytes(&config(id).replace("http://", "gopher://"), &[]),
+            "http://",
+        );
         let big = vec![b'x'; 300 * 1024];
-        check(&bundle_bytes(&config(id), &[("rmm-agent.service", &big)]), "larger than");
+        check(
+            &bundle_bytes(&config(id), &[("rmm-agent.service", &big)]),
+            "larger than",
+        );
         // A gzip bomb stops at the unpacked limit.
         let zeros = vec![0u8; 4 * 1024 * 1024];
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());

@@ -52,22 +52,37 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 
 /// GETs `url`, refusing bodies over `max_bytes`. `tls` is used for
 /// `https://` URLs.
-pub async fn get(url: &str, tls: Arc<ClientConfig>, max_bytes: usize, timeout: Duration) -> Result<Response, HttpError> {
+pub async fn get(
+    url: &str,
+    tls: Arc<ClientConfig>,
+    max_bytes: usize,
+    timeout: Duration,
+) -> Result<Response, HttpError> {
     tokio::time::timeout(timeout, get_inner(url, tls, max_bytes))
         .await
         .map_err(|_| HttpError::Timeout(timeout))?
 }
 
-async fn get_inner(url: &str, tls: Arc<ClientConfig>, max_bytes: usize) -> Result<Response, HttpError> {
+async fn get_inner(
+    url: &str,
+    tls: Arc<ClientConfig>,
+    max_bytes: usize,
+) -> Result<Response, HttpError> {
     let uri: Uri = url.parse().map_err(|_| HttpError::BadUrl(url.into()))?;
     let https = match uri.scheme_str() {
         Some("https") => true,
         Some("http") => false,
         _ => return Err(HttpError::BadUrl(url.into())),
     };
-    let host = uri.host().ok_or_else(|| HttpError::BadUrl(url.into()))?.to_owned();
+    let host = uri
+        .host()
+        .ok_or_else(|| HttpError::BadUrl(url.into()))?
+        .to_owned();
     let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-    let bare_host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+    let bare_host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
     let addr = format!("{host}:{port}");
     let connect_err = |reason: String| HttpError::Connect {
         addr: addr.clone(),
@@ -101,7 +116,10 @@ async fn get_inner(url: &str, tls: Arc<ClientConfig>, max_bytes: usize) -> Resul
     };
     let req = hyper::Request::get(path)
         .header(hyper::header::HOST, host_header)
-        .header(hyper::header::USER_AGENT, format!("rmm-agent/{}", crate::AGENT_VERSION))
+        .header(
+            hyper::header::USER_AGENT,
+            format!("rmm-agent/{}", crate::AGENT_VERSION),
+        )
         .body(String::new())
         .map_err(|e| HttpError::Request(e.to_string()))?;
     let resp = sender
@@ -115,7 +133,9 @@ async fn get_inner(url: &str, tls: Arc<ClientConfig>, max_bytes: usize) -> Resul
         return Err(HttpError::TooLarge(max_bytes));
     }
     let mut buf = BytesMut::new();
-    while let Some(frame) = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await {
+    while let Some(frame) =
+        std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await
+    {
         let frame = frame.map_err(|e| HttpError::Request(e.to_string()))?;
         if let Ok(data) = frame.into_data() {
             if buf.len() + data.len() > max_bytes {
@@ -159,7 +179,14 @@ mod tests {
     #[tokio::test]
     async fn get_reads_body_and_sends_path() {
         let (url, h) = serve(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello".to_vec()).await;
-        let r = get(&format!("{url}/a/b.tgz"), tls(), 100, Duration::from_secs(5)).await.unwrap();
+        let r = get(
+            &format!("{url}/a/b.tgz"),
+            tls(),
+            100,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
         assert_eq!((r.status, &r.body[..]), (200, &b"hello"[..]));
         let req = h.await.unwrap();
         assert!(req.starts_with("GET /a/b.tgz HTTP/1.1\r\n"), "{req}");
@@ -168,23 +195,44 @@ mod tests {
     #[tokio::test]
     async fn oversized_bodies_are_refused() {
         let (url, _h) = serve(b"HTTP/1.1 200 OK\r\ncontent-length: 50\r\n\r\n01234567890123456789012345678901234567890123456789".to_vec()).await;
-        let err = get(&url, tls(), 10, Duration::from_secs(5)).await.unwrap_err();
+        let err = get(&url, tls(), 10, Duration::from_secs(5))
+            .await
+            .unwrap_err();
         assert!(matches!(err, HttpError::TooLarge(10)), "{err}");
         // Chunked, with no length announced.
         let (url, _h) = serve(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n8\r\n01234567\r\n8\r\n01234567\r\n0\r\n\r\n".to_vec()).await;
-        let err = get(&url, tls(), 10, Duration::from_secs(5)).await.unwrap_err();
+        let err = get(&url, tls(), 10, Duration::from_secs(5))
+            .await
+            .unwrap_err();
         assert!(matches!(err, HttpError::TooLarge(10)), "{err}");
     }
 
     #[tokio::test]
     async fn status_and_errors() {
-        let (url, _h) = serve(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n".to_vec()).await;
-        assert_eq!(get(&url, tls(), 10, Duration::from_secs(5)).await.unwrap().status, 404);
-        assert!(matches!(get("ftp://x/", tls(), 10, Duration::from_secs(1)).await, Err(HttpError::BadUrl(_))));
+        let (url, _h) =
+            serve(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n".to_vec()).await;
+        assert_eq!(
+            get(&url, tls(), 10, Duration::from_secs(5))
+                .await
+                .unwrap()
+                .status,
+            404
+        );
+        assert!(matches!(
+            get("ftp://x/", tls(), 10, Duration::from_secs(1)).await,
+            Err(HttpError::BadUrl(_))
+        ));
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         drop(l);
-        let err = get(&format!("http://{addr}/"), tls(), 10, Duration::from_secs(5)).await.unwrap_err();
+        let err = get(
+            &format!("http://{addr}/"),
+            tls(),
+            10,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(err, HttpError::Connect { .. }), "{err}");
     }
 }

@@ -184,10 +184,11 @@ impl Identity {
                 });
             }
         };
-        let id: Identity = serde_json::from_slice(&bytes).map_err(|e| IdentityError::Unreadable {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
+        let id: Identity =
+            serde_json::from_slice(&bytes).map_err(|e| IdentityError::Unreadable {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
         id.validate()?;
         Ok(id)
     }
@@ -241,8 +242,7 @@ pub(crate) fn is_dns_label(s: &str) -> bool {
     !b.is_empty()
         && b.len() <= 63
         && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b
-            .iter()
+        && b.iter()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
 }
 
@@ -262,7 +262,11 @@ pub fn validate_server_url(url: &str) -> Result<(), String> {
         .map_err(|e| format!("server_url {url:?} is not a URL: {e}"))?;
     match uri.scheme_str() {
         Some("http") | Some("https") => {}
-        _ => return Err(format!("server_url {url:?} must start with http:// or https://")),
+        _ => {
+            return Err(format!(
+                "server_url {url:?} must start with http:// or https://"
+            ));
+        }
     }
     if uri.host().is_none_or(str::is_empty) {
         return Err(format!("server_url {url:?} has no host"));

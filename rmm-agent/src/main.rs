@@ -15,7 +15,11 @@ use rmm_agent::runner::RunnerConfig;
 use rmm_core::io::Backoff;
 
 #[derive(Parser)]
-#[command(name = "rmm-agent", version, about = "rmm agent: runs commands for an rmm server")]
+#[command(
+    name = "rmm-agent",
+    version,
+    about = "rmm agent: runs commands for an rmm server"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -99,7 +103,12 @@ struct RunArgs {
     #[arg(long, env = "RMM_AGENT_MAX_CONTROL_BYTES", default_value_t = 32 * 1024 * 1024)]
     max_control_bytes: usize,
     /// The loginctl used to find the active user session.
-    #[arg(long, env = "RMM_AGENT_LOGINCTL", default_value = "loginctl", hide = true)]
+    #[arg(
+        long,
+        env = "RMM_AGENT_LOGINCTL",
+        default_value = "loginctl",
+        hide = true
+    )]
     loginctl: PathBuf,
 }
 
@@ -115,7 +124,9 @@ fn read_token(token: Option<String>, file: Option<PathBuf>) -> anyhow::Result<St
         }
         (None, None) => match std::env::var("RMM_ENROLL_TOKEN") {
             Ok(t) => t,
-            Err(_) => bail!("no enrollment token: pass --token-file FILE, --token - (stdin) or set RMM_ENROLL_TOKEN"),
+            Err(_) => bail!(
+                "no enrollment token: pass --token-file FILE, --token - (stdin) or set RMM_ENROLL_TOKEN"
+            ),
         },
     };
     Ok(raw.trim().to_owned())
@@ -132,7 +143,10 @@ fn read_stdin() -> anyhow::Result<String> {
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut t), Ok(mut i)) => {
             tokio::select! {
                 _ = t.recv() => {}

@@ -64,7 +64,9 @@ pub struct Plugins {
 
 impl std::fmt::Debug for Plugins {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Plugins").field("opts", &self.opts).finish_non_exhaustive()
+        f.debug_struct("Plugins")
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
     }
 }
 
@@ -98,13 +100,19 @@ impl Plugins {
 
     /// The executable plugins, sorted by name.
     pub fn discover(&self) -> Vec<PathBuf> {
-        let Some(dir) = &self.opts.dir else { return Vec::new() };
-        let Ok(meta) = std::fs::metadata(dir) else { return Vec::new() };
+        let Some(dir) = &self.opts.dir else {
+            return Vec::new();
+        };
+        let Ok(meta) = std::fs::metadata(dir) else {
+            return Vec::new();
+        };
         if !safe_perms(&meta) {
             tracing::warn!(dir = %dir.display(), "plugins directory is writable by group/others or owned by another user; plugins skipped");
             return Vec::new();
         }
-        let Ok(rd) = std::fs::read_dir(dir) else { return Vec::new() };
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
         let mut v: Vec<PathBuf> = rd
             .filter_map(Result::ok)
             .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
@@ -142,10 +150,11 @@ impl Plugins {
 
     fn record(&self, name: String, result: serde_json::Value, error: Option<String>) {
         let mut latest = self.latest();
-        if let Some(e) = latest.get(&name) {
-            if e.inventory.result == result && e.inventory.error == error {
-                return;
-            }
+        if let Some(e) = latest.get(&name)
+            && e.inventory.result == result
+            && e.inventory.error == error
+        {
+            return;
         }
         let version = {
             let mut v = self.version.lock().unwrap_or_else(|p| p.into_inner());
@@ -209,7 +218,10 @@ pub async fn run_plugin(path: &Path, timeout: Duration) -> Result<serde_json::Va
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("cannot start: {e}"))?;
-    let pgid = child.id().and_then(|p| i32::try_from(p).ok()).map(Pid::from_raw);
+    let pgid = child
+        .id()
+        .and_then(|p| i32::try_from(p).ok())
+        .map(Pid::from_raw);
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         return Err("no output pipes".into());
     };
@@ -225,14 +237,18 @@ pub async fn run_plugin(path: &Path, timeout: Duration) -> Result<serde_json::Va
     if let Some(g) = pgid {
         let _ = killpg(g, Signal::SIGKILL);
     }
-    let (status, out, err) = outcome.map_err(|_| format!("timed out after {} s", timeout.as_secs_f64()))??;
+    let (status, out, err) =
+        outcome.map_err(|_| format!("timed out after {} s", timeout.as_secs_f64()))??;
     if out.len() > MAX_PLUGIN_OUTPUT {
         return Err(format!("printed more than {MAX_PLUGIN_OUTPUT} bytes"));
     }
     if !status.success() {
         let e = String::from_utf8_lossy(&err);
         let first = e.lines().next().unwrap_or("").trim();
-        return Err(format!("exited with {status}{}{first}", if first.is_empty() { "" } else { ": " }));
+        return Err(format!(
+            "exited with {status}{}{first}",
+            if first.is_empty() { "" } else { ": " }
+        ));
     }
     serde_json::from_slice(&out).map_err(|e| format!("invalid JSON output: {e}"))
 }
@@ -263,7 +279,11 @@ mod tests {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
         let state = tmp.path().join("disk");
         std::fs::write(&state, "42").unwrap();
-        plugin(&dir, "disk", &format!("echo '{{\"free\": '$(cat {})'}}'", state.display()));
+        plugin(
+            &dir,
+            "disk",
+            &format!("echo '{{\"free\": '$(cat {})'}}'", state.display()),
+        );
         plugin(&dir, "broken", "echo boom >&2; exit 3");
         plugin(&dir, "garbage", "echo not json");
         plugin(&dir, "slow", "sleep 30");
@@ -285,7 +305,13 @@ mod tests {
         assert_eq!(by["disk"].error, None);
         assert_eq!(by["broken"].result, serde_json::json!("unknown"));
         assert!(by["broken"].error.as_deref().unwrap().contains("boom"));
-        assert!(by["garbage"].error.as_deref().unwrap().contains("invalid JSON"));
+        assert!(
+            by["garbage"]
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("invalid JSON")
+        );
         assert!(by["slow"].error.as_deref().unwrap().contains("timed out"));
 
         // Nothing changed: nothing to send.

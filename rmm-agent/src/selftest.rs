@@ -50,9 +50,19 @@ impl Report {
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         for c in &self.checks {
-            writeln!(f, "[{}] {:<10} {}", if c.ok { " ok " } else { "FAIL" }, c.name, c.detail)?;
+            writeln!(
+                f,
+                "[{}] {:<10} {}",
+                if c.ok { " ok " } else { "FAIL" },
+                c.name,
+                c.detail
+            )?;
         }
-        write!(f, "selftest {}", if self.passed() { "passed" } else { "FAILED" })
+        write!(
+            f,
+            "selftest {}",
+            if self.passed() { "passed" } else { "FAILED" }
+        )
     }
 }
 
@@ -66,7 +76,11 @@ pub fn parse_http_date(s: &str) -> Option<u64> {
 pub async fn run(state_dir: PathBuf, machine_id: Option<&str>, timeout: Duration) -> Report {
     let mut r = Report::default();
     match StateDir::open(&state_dir) {
-        Ok(_) => r.add("state-dir", true, format!("{} is writable", state_dir.display())),
+        Ok(_) => r.add(
+            "state-dir",
+            true,
+            format!("{} is writable", state_dir.display()),
+        ),
         Err(e) => r.add("state-dir", false, e.to_string()),
     }
     let identity = match Identity::load(&state_dir) {
@@ -74,7 +88,10 @@ pub async fn run(state_dir: PathBuf, machine_id: Option<&str>, timeout: Duration
             r.add(
                 "identity",
                 true,
-                format!("agent {} ({}) of {}", id.agent_name, id.agent_id, id.server_url),
+                format!(
+                    "agent {} ({}) of {}",
+                    id.agent_name, id.agent_id, id.server_url
+                ),
             );
             Some(id)
         }
@@ -135,7 +152,11 @@ pub async fn run(state_dir: PathBuf, machine_id: Option<&str>, timeout: Duration
                     r.add(
                         "clock",
                         ok,
-                        format!("local clock differs from the server's by about {} s (limit {} s)", skew / 1000, MAX_SKEW.as_secs()),
+                        format!(
+                            "local clock differs from the server's by about {} s (limit {} s)",
+                            skew / 1000,
+                            MAX_SKEW.as_secs()
+                        ),
                     );
                 }
                 None => r.add("clock", true, "not checked: the server sent no Date header"),
@@ -151,7 +172,10 @@ mod tests {
 
     #[test]
     fn http_dates() {
-        assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"), Some(784111777000));
+        assert_eq!(
+            parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(784111777000)
+        );
         assert_eq!(parse_http_date("yesterday"), None);
     }
 

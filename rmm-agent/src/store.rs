@@ -40,7 +40,8 @@ use uuid::Uuid;
 use crate::fsutil;
 
 /// The error of a command that was running when the agent stopped.
-pub const RESTARTED_ERROR: &str = "agent restarted while the command was running; it was not run again";
+pub const RESTARTED_ERROR: &str =
+    "agent restarted while the command was running; it was not run again";
 
 /// Finished command ids remembered by default.
 pub const DEFAULT_CAPACITY: usize = 10_000;
@@ -111,7 +112,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("dir", &self.dir).finish_non_exhaustive()
+        f.debug_struct("Store")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -183,7 +186,10 @@ impl Store {
             if !entry.file_type()?.is_dir() {
                 continue;
             }
-            let mtime = entry.metadata().and_then(|m| m.modified()).unwrap_or(std::time::UNIX_EPOCH);
+            let mtime = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .unwrap_or(std::time::UNIX_EPOCH);
             dirs.push((mtime, id));
         }
         dirs.sort();
@@ -264,10 +270,8 @@ impl Store {
             }
             g.finished.contains(&id)
         };
-        if known {
-            if let Ok(Some(r)) = self.find_logged(id) {
-                return Lookup::Acked(r);
-            }
+        if known && let Ok(Some(r)) = self.find_logged(id) {
+            return Lookup::Acked(r);
         }
         Lookup::Unknown
     }
@@ -280,10 +284,10 @@ impl Store {
             if !line.contains(&id.to_string()) {
                 continue;
             }
-            if let Ok(r) = serde_json::from_str::<CommandResult>(&line) {
-                if r.command_id == id {
-                    found = Some(r);
-                }
+            if let Ok(r) = serde_json::from_str::<CommandResult>(&line)
+                && r.command_id == id
+            {
+                found = Some(r);
             }
         }
         Ok(found)
@@ -311,7 +315,11 @@ impl Store {
         };
         let stdout = open("stdout")?;
         let stderr = open("stderr")?;
-        fsutil::write_atomic(&cdir.join(STARTED), started_at_ms.to_string().as_bytes(), fsutil::FILE_MODE)?;
+        fsutil::write_atomic(
+            &cdir.join(STARTED),
+            started_at_ms.to_string().as_bytes(),
+            fsutil::FILE_MODE,
+        )?;
         fsutil::sync_dir(&self.dir)?;
         {
             let mut g = self.lock();
@@ -409,12 +417,12 @@ impl Store {
         let f = File::open(self.dir.join(LOG))?;
         for line in io::BufReader::new(f).lines() {
             let line = line?;
-            if let Ok(r) = serde_json::from_str::<CommandResult>(&line) {
-                if keep.contains(&r.command_id) {
-                    out.extend_from_slice(line.as_bytes());
-                    out.push(b'\n');
-                    n += 1;
-                }
+            if let Ok(r) = serde_json::from_str::<CommandResult>(&line)
+                && keep.contains(&r.command_id)
+            {
+                out.extend_from_slice(line.as_bytes());
+                out.push(b'\n');
+                n += 1;
             }
         }
         fsutil::write_atomic(&self.dir.join(LOG), &out, fsutil::FILE_MODE)?;
@@ -444,7 +452,13 @@ impl Store {
 
     /// Reads at most `max` bytes of spooled text of `id`'s `stream` from
     /// `offset`, cut back to a character boundary.
-    pub fn read_output(&self, id: Uuid, stream: OutputStream, offset: u64, max: usize) -> io::Result<String> {
+    pub fn read_output(
+        &self,
+        id: Uuid,
+        stream: OutputStream,
+        offset: u64,
+        max: usize,
+    ) -> io::Result<String> {
         let limit = {
             let g = self.lock();
             g.pending.get(&id).map(|p| p.len(stream)).unwrap_or(0)
@@ -452,7 +466,9 @@ impl Store {
         if offset >= limit {
             return Ok(String::new());
         }
-        let want = usize::try_from(limit - offset).unwrap_or(usize::MAX).min(max);
+        let want = usize::try_from(limit - offset)
+            .unwrap_or(usize::MAX)
+            .min(max);
         let mut f = File::open(self.dir.join(id.to_string()).join(stream_file(stream)))?;
         f.seek(SeekFrom::Start(offset))?;
         let mut buf = Vec::with_capacity(want);
@@ -486,7 +502,15 @@ fn utf8_len(path: &Path) -> io::Result<u64> {
     for i in (0..tail.len()).rev() {
         let b = tail[i];
         if b & 0xC0 != 0x80 {
-            let need = if b < 0x80 { 1 } else if b >= 0xF0 { 4 } else if b >= 0xE0 { 3 } else { 2 };
+            let need = if b < 0x80 {
+                1
+            } else if b >= 0xF0 {
+                4
+            } else if b >= 0xE0 {
+                3
+            } else {
+                2
+            };
             let have = tail.len() - i;
             return Ok(if have >= need { len } else { len - have as u64 });
         }
@@ -563,7 +587,8 @@ impl Outbox {
     pub fn next(&mut self, store: &Store) -> io::Result<Option<rmm_core::protocol::Message>> {
         use rmm_core::protocol::{CommandOutput, CommandStarted, Message};
         let pending = store.pending();
-        self.sent.retain(|id, _| pending.iter().any(|(p, _)| p == id));
+        self.sent
+            .retain(|id, _| pending.iter().any(|(p, _)| p == id));
         for (id, p) in pending {
             let prog = self.sent.entry(id).or_default();
             if prog.result {
@@ -593,7 +618,12 @@ impl Outbox {
                     .unwrap_or(p.len(stream))
                     .min(p.len(stream));
                 if sent < limit {
-                    let text = store.read_output(id, stream, sent, CHUNK_BYTES.min((limit - sent) as usize))?;
+                    let text = store.read_output(
+                        id,
+                        stream,
+                        sent,
+                        CHUNK_BYTES.min((limit - sent) as usize),
+                    )?;
                     if text.is_empty() {
                         continue;
                     }

@@ -29,9 +29,13 @@ fn provider() -> Arc<CryptoProvider> {
 
 /// A client config: webpki roots, or the SHA-256 pin of the leaf
 /// certificate when given. `alpn` is offered when non-empty.
-pub fn client_config(pin: Option<[u8; 32]>, alpn: &[&[u8]]) -> Result<Arc<ClientConfig>, TlsConfigError> {
+pub fn client_config(
+    pin: Option<[u8; 32]>,
+    alpn: &[&[u8]],
+) -> Result<Arc<ClientConfig>, TlsConfigError> {
     let provider = provider();
-    let builder = ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
     let mut config = match pin {
         Some(pin) => builder
             .dangerous()
@@ -117,7 +121,8 @@ mod tests {
         let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
         let der = ck.cert.der().clone();
         let pin: [u8; 32] = Sha256::digest(der.as_ref()).into();
-        let key = rustls::pki_types::PrivateKeyDer::try_from(ck.signing_key.serialize_der()).unwrap();
+        let key =
+            rustls::pki_types::PrivateKeyDer::try_from(ck.signing_key.serialize_der()).unwrap();
         let cfg = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .unwrap()
@@ -143,14 +148,18 @@ mod tests {
 
     async fn connect(addr: std::net::SocketAddr, pin: Option<[u8; 32]>) -> Result<String, String> {
         let cfg = client_config(pin, &[]).map_err(|e| e.to_string())?;
-        let sock = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let sock = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
         let name = ServerName::try_from("localhost").unwrap();
         let mut s = tokio_rustls::TlsConnector::from(cfg)
             .connect(name, sock)
             .await
             .map_err(|e| e.to_string())?;
         let mut buf = String::new();
-        s.read_to_string(&mut buf).await.map_err(|e| e.to_string())?;
+        s.read_to_string(&mut buf)
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(buf)
     }
 

@@ -84,17 +84,25 @@ pub fn limits(max_control: usize) -> Limits {
 
 /// Opens the WebSocket with the agent credential. Returns the socket and
 /// the upgrade response's `Date` header, when present.
-pub async fn connect(identity: &Identity, limits: Limits, timeout: Duration) -> Result<(Ws, Option<String>), ConnError> {
+pub async fn connect(
+    identity: &Identity,
+    limits: Limits,
+    timeout: Duration,
+) -> Result<(Ws, Option<String>), ConnError> {
     let url = ws_url(&identity.server_url);
     let err = |reason: String| ConnError::Connect {
         url: url.clone(),
         reason,
     };
-    let mut req = url.as_str().into_client_request().map_err(|e| err(e.to_string()))?;
+    let mut req = url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| err(e.to_string()))?;
     let auth = format!("Agent {}:{}", identity.agent_id, identity.agent_secret);
     req.headers_mut().insert(
         "authorization",
-        auth.parse().map_err(|_| err("the agent secret is not a valid header value".into()))?,
+        auth.parse()
+            .map_err(|_| err("the agent secret is not a valid header value".into()))?,
     );
     let config = WebSocketConfig::default()
         .max_message_size(Some(limits.max_frame()))
@@ -105,7 +113,8 @@ pub async fn connect(identity: &Identity, limits: Limits, timeout: Duration) -> 
     } else {
         Connector::Plain
     };
-    let fut = tokio_tungstenite::connect_async_tls_with_config(req, Some(config), true, Some(connector));
+    let fut =
+        tokio_tungstenite::connect_async_tls_with_config(req, Some(config), true, Some(connector));
     let (ws, resp) = tokio::time::timeout(timeout, fut)
         .await
         .map_err(|_| err(format!("timed out after {timeout:?}")))?
@@ -154,7 +163,9 @@ fn classify(codec: &Codec, m: Option<Result<WsMessage, tungstenite::Error>>) -> 
             Err(DecodeError::Json(e)) => Incoming::BadMessage(e.to_string()),
             Err(e) => Incoming::End(ConnError::Protocol(e.to_string())),
         },
-        Some(Ok(WsMessage::Text(_))) => Incoming::End(ConnError::Protocol("text message received".into())),
+        Some(Ok(WsMessage::Text(_))) => {
+            Incoming::End(ConnError::Protocol("text message received".into()))
+        }
         Some(Ok(WsMessage::Close(f))) => Incoming::End(ConnError::Closed(
             f.map(|f| format!("close {} {}", u16::from(f.code), f.reason))
                 .unwrap_or_else(|| "close".into()),
@@ -164,7 +175,12 @@ fn classify(codec: &Codec, m: Option<Result<WsMessage, tungstenite::Error>>) -> 
 }
 
 /// Sends hello and waits for welcome.
-pub async fn handshake(ws: &mut Ws, codec: &Codec, hello: &Hello, timeout: Duration) -> Result<Welcome, ConnError> {
+pub async fn handshake(
+    ws: &mut Ws,
+    codec: &Codec,
+    hello: &Hello,
+    timeout: Duration,
+) -> Result<Welcome, ConnError> {
     ws.send(encode(codec, &Message::Hello(hello.clone()))?)
         .await
         .map_err(|e| ConnError::Closed(e.to_string()))?;
@@ -214,7 +230,9 @@ pub async fn serve(
     let writer = tokio::spawn(async move {
         while let Some(m) = rx.recv().await {
             let ws_msg = encode(&codec, &m)?;
-            sink.send(ws_msg).await.map_err(|e| ConnError::Closed(e.to_string()))?;
+            sink.send(ws_msg)
+                .await
+                .map_err(|e| ConnError::Closed(e.to_string()))?;
         }
         let _ = sink.close().await;
         Ok::<(), ConnError>(())
@@ -292,7 +310,11 @@ impl<T> Drop for AbortOnDrop<T> {
 }
 
 /// Handles one message from the server; returns a direct reply, if any.
-fn handle(m: Message, parts: &Parts<'_>, outbox: &mut Outbox) -> Result<Option<Message>, ConnError> {
+fn handle(
+    m: Message,
+    parts: &Parts<'_>,
+    outbox: &mut Outbox,
+) -> Result<Option<Message>, ConnError> {
     let local = |e: std::io::Error| ConnError::Local(e.to_string());
     match m {
         Message::RunCommand(rc) => {
@@ -358,7 +380,10 @@ fn handle(m: Message, parts: &Parts<'_>, outbox: &mut Outbox) -> Result<Option<M
         Message::Error(e) => tracing::warn!(code = %e.code, "server error: {}", e.message),
         Message::Unknown => tracing::debug!("ignored a message kind this build does not know"),
         other => {
-            tracing::debug!(kind = other.kind(), "ignored a message not meant for the agent");
+            tracing::debug!(
+                kind = other.kind(),
+                "ignored a message not meant for the agent"
+            );
         }
     }
     Ok(None)

@@ -65,7 +65,8 @@ impl Executor {
 
     /// Applies the server's settings (from `welcome`).
     pub fn apply(&self, settings: &rmm_core::protocol::AgentSettings) {
-        self.max_output.store(settings.max_output_bytes, Ordering::Relaxed);
+        self.max_output
+            .store(settings.max_output_bytes, Ordering::Relaxed);
         let new = settings.max_concurrent_commands.clamp(1, 1024);
         let mut cur = self.limit.lock().unwrap_or_else(|p| p.into_inner());
         if new > *cur {
@@ -105,7 +106,11 @@ impl Executor {
                 _ = signal.cancelled() => None,
             };
             let Some(_permit) = permit else {
-                let r = result_without_run(id, CommandOutcome::Cancelled, "cancelled before it started".into());
+                let r = result_without_run(
+                    id,
+                    CommandOutcome::Cancelled,
+                    "cancelled before it started".into(),
+                );
                 if let Err(e) = me.store.record_unstarted(r) {
                     tracing::error!(%id, "cannot record the result of a cancelled command: {e}");
                 }
@@ -121,7 +126,9 @@ impl Executor {
                     let r = result_without_run(
                         id,
                         CommandOutcome::Failed,
-                        format!("the agent cannot persist command state, so it did not run the command: {e}"),
+                        format!(
+                            "the agent cannot persist command state, so it did not run the command: {e}"
+                        ),
                     );
                     let _ = me.store.record_unstarted(r);
                     me.done(id);
@@ -139,7 +146,9 @@ impl Executor {
             let cap = me.max_output.load(Ordering::Relaxed);
             let mut result = me.runner.execute(&cmd, cap, &mut sink, signal).await;
             if let Some(e) = write_failed {
-                result.error.get_or_insert(format!("output could not be stored completely: {e}"));
+                result
+                    .error
+                    .get_or_insert(format!("output could not be stored completely: {e}"));
             }
             me.running.fetch_sub(1, Ordering::Relaxed);
             tracing::info!(%id, outcome = %result.outcome, exit_code = ?result.exit_code, "command finished");

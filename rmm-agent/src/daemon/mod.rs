@@ -115,11 +115,13 @@ impl Agent {
         let identity = state.load_identity()?;
         let machine_uid = crate::machine::machine_uid(opts.machine_id.as_deref())?;
         let store_dir = state.subdir("commands")?;
-        let (store, recovered) = Store::open(&store_dir, opts.finished_capacity, SystemClock.unix_ms())
-            .map_err(|source| AgentError::Store {
-                dir: store_dir.clone(),
-                source,
-            })?;
+        let (store, recovered) =
+            Store::open(&store_dir, opts.finished_capacity, SystemClock.unix_ms()).map_err(
+                |source| AgentError::Store {
+                    dir: store_dir.clone(),
+                    source,
+                },
+            )?;
         for id in &recovered {
             tracing::warn!(%id, "{}", crate::store::RESTARTED_ERROR);
         }
@@ -172,7 +174,10 @@ impl Agent {
         let plugin_task = tokio::spawn(self.plugins.clone().run_forever());
         let codec = Codec::new(conn::limits(self.opts.max_control_bytes));
         let initial = self.opts.initial_delay.mul_f64(rand::rng().random::<f64>());
-        tracing::info!(delay_ms = initial.as_millis() as u64, "starting; first connection after a random delay");
+        tracing::info!(
+            delay_ms = initial.as_millis() as u64,
+            "starting; first connection after a random delay"
+        );
         let mut stopped = tokio::select! {
             _ = tokio::time::sleep(initial) => false,
             _ = &mut shutdown => true,
@@ -183,10 +188,10 @@ impl Agent {
             match self.connect_once(&codec, &mut shutdown).await {
                 Ok(()) => stopped = true,
                 Err((e, welcomed_at)) => {
-                    if let Some(at) = welcomed_at {
-                        if at.elapsed() >= self.opts.stable_after {
-                            attempt = 0;
-                        }
+                    if let Some(at) = welcomed_at
+                        && at.elapsed() >= self.opts.stable_after
+                    {
+                        attempt = 0;
                     }
                     tracing::warn!(after_ms = t0.elapsed().as_millis() as u64, "{e}");
                 }
@@ -194,7 +199,10 @@ impl Agent {
             if stopped {
                 break;
             }
-            let delay = self.opts.backoff.delay(attempt, rand::rng().random::<f64>());
+            let delay = self
+                .opts
+                .backoff
+                .delay(attempt, rand::rng().random::<f64>());
             attempt = attempt.saturating_add(1);
             tracing::info!(attempt, delay_ms = delay.as_millis() as u64, "reconnecting");
             stopped = tokio::select! {

@@ -139,7 +139,9 @@ pub fn find_in_path(name: &str) -> Option<PathBuf> {
 }
 
 /// The program, leading arguments and script-file extension for a type.
-fn interpreter(kind: CommandType) -> Result<(PathBuf, &'static [&'static str], &'static str), String> {
+fn interpreter(
+    kind: CommandType,
+) -> Result<(PathBuf, &'static [&'static str], &'static str), String> {
     let (name, args, ext, what): (&str, &'static [&'static str], &str, &str) = match kind {
         CommandType::Shell | CommandType::Sh => ("/bin/sh", &[], "sh", "sh"),
         CommandType::Bash => ("bash", &[], "sh", "bash"),
@@ -153,7 +155,9 @@ fn interpreter(kind: CommandType) -> Result<(PathBuf, &'static [&'static str], &
     };
     match find_in_path(name) {
         Some(p) => Ok((p, args, ext)),
-        None => Err(format!("{what} is not installed ({name} not found in PATH)")),
+        None => Err(format!(
+            "{what} is not installed ({name} not found in PATH)"
+        )),
     }
 }
 
@@ -235,10 +239,12 @@ impl ProcessRunner {
         };
         let session = match cmd.context {
             CommandContext::System => None,
-            CommandContext::UserSession => match session::active_session(&self.config.loginctl).await {
-                Ok(s) => Some(s),
-                Err(e) => return failed(cmd, e.to_string()),
-            },
+            CommandContext::UserSession => {
+                match session::active_session(&self.config.loginctl).await {
+                    Ok(s) => Some(s),
+                    Err(e) => return failed(cmd, e.to_string()),
+                }
+            }
         };
         let (_scratch, script) = match self.write_script(cmd, ext, session.as_ref()) {
             Ok(x) => x,
@@ -268,7 +274,8 @@ impl ProcessRunner {
             }
             Some(s) => {
                 command.env_clear();
-                let path: OsString = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into();
+                let path: OsString =
+                    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into();
                 command
                     .env("HOME", &s.home)
                     .env("USER", &s.user)
@@ -280,7 +287,11 @@ impl ProcessRunner {
                 if let Some(lang) = std::env::var_os("LANG") {
                     command.env("LANG", lang);
                 }
-                command.current_dir(if s.home.is_dir() { s.home.as_path() } else { Path::new("/") });
+                command.current_dir(if s.home.is_dir() {
+                    s.home.as_path()
+                } else {
+                    Path::new("/")
+                });
             }
         }
         command
@@ -299,7 +310,8 @@ impl ProcessRunner {
             .and_then(|p| i32::try_from(p).ok())
             .map(Pid::from_raw);
         let mut guard = GroupGuard { pgid };
-        let (Some(mut stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        let (Some(mut stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take())
+        else {
             return failed(cmd, "child has no output pipes".into());
         };
 
@@ -408,7 +420,10 @@ impl ProcessRunner {
                     cmd.timeout_secs.unwrap_or(0)
                 )),
             ),
-            Some(other) => (other, Some("cancelled; the process group was killed".into())),
+            Some(other) => (
+                other,
+                Some("cancelled; the process group was killed".into()),
+            ),
             None if wait_error.is_some() => (CommandOutcome::Failed, wait_error),
             None if exit_code == Some(0) => (CommandOutcome::Completed, None),
             None => (CommandOutcome::Failed, None),
@@ -458,11 +473,11 @@ impl ProcessRunner {
         f.write_all(cmd.command.as_bytes())?;
         f.sync_data().ok();
         drop(f);
-        if let Some(s) = session {
-            if s.uid != nix::unistd::geteuid().as_raw() {
-                std::os::unix::fs::chown(dir.path(), Some(s.uid), Some(s.gid))?;
-                std::os::unix::fs::chown(&path, Some(s.uid), Some(s.gid))?;
-            }
+        if let Some(s) = session
+            && s.uid != nix::unistd::geteuid().as_raw()
+        {
+            std::os::unix::fs::chown(dir.path(), Some(s.uid), Some(s.gid))?;
+            std::os::unix::fs::chown(&path, Some(s.uid), Some(s.gid))?;
         }
         Ok((dir, path))
     }

@@ -93,7 +93,10 @@ fn qualifies(p: &Props) -> bool {
 fn parse_session_ids(text: &str) -> Vec<String> {
     text.lines()
         .filter_map(|l| l.split_whitespace().next())
-        .filter(|id| id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        .filter(|id| {
+            id.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
         .map(str::to_owned)
         .collect()
 }
@@ -159,7 +162,11 @@ pub async fn active_session(bin: &Path) -> Result<UserSession, SessionError> {
             session_id: id,
             uid,
             gid: pw.gid.as_raw(),
-            user: if props.name.is_empty() { pw.name } else { props.name },
+            user: if props.name.is_empty() {
+                pw.name
+            } else {
+                props.name
+            },
             home: pw.dir,
             shell: pw.shell.to_string_lossy().into_owned(),
         });
@@ -176,7 +183,10 @@ mod tests {
         let check = |text: &str, ok: bool| {
             assert_eq!(qualifies(&parse_props(text)), ok, "{text}");
         };
-        check("State=active\nRemote=no\nClass=user\nName=alice\nUser=1000\n", true);
+        check(
+            "State=active\nRemote=no\nClass=user\nName=alice\nUser=1000\n",
+            true,
+        );
         check("State=online\nRemote=no\nClass=user\nUser=1000\n", false);
         check("State=active\nRemote=yes\nClass=user\nUser=1000\n", false);
         check("State=active\nRemote=no\nClass=greeter\nUser=113\n", false);
@@ -205,9 +215,15 @@ mod tests {
     async fn real_loginctl_process_paths() {
         let tmp = tempfile::tempdir().unwrap();
         // A loginctl that fails like on a machine without systemd.
-        let bin = fake_loginctl(tmp.path(), "echo 'Failed to connect to bus: Host is down' >&2; exit 1");
+        let bin = fake_loginctl(
+            tmp.path(),
+            "echo 'Failed to connect to bus: Host is down' >&2; exit 1",
+        );
         let err = active_session(&bin).await.unwrap_err();
-        assert!(err.to_string().starts_with("no active user session"), "{err}");
+        assert!(
+            err.to_string().starts_with("no active user session"),
+            "{err}"
+        );
         assert!(err.to_string().contains("Host is down"), "{err}");
         // Sessions exist, none active and local.
         let bin = fake_loginctl(
@@ -221,10 +237,16 @@ mod tests {
             r#"case "$1" in list-sessions) echo "3 65534 nobody seat0 tty1";; show-session) printf 'State=active\nRemote=no\nClass=user\nName=nobody\nUser=65534\n';; esac"#,
         );
         let s = active_session(&bin).await.unwrap();
-        assert_eq!((s.uid, s.user.as_str(), s.session_id.as_str()), (65534, "nobody", "3"));
+        assert_eq!(
+            (s.uid, s.user.as_str(), s.session_id.as_str()),
+            (65534, "nobody", "3")
+        );
         assert_eq!(s.runtime_dir(), PathBuf::from("/run/user/65534"));
         // Missing binary.
         let err = active_session(&tmp.path().join("nope")).await.unwrap_err();
-        assert!(err.to_string().starts_with("no active user session"), "{err}");
+        assert!(
+            err.to_string().starts_with("no active user session"),
+            "{err}"
+        );
     }
 }

@@ -73,7 +73,12 @@ fn pid_gone(pid: i32) -> bool {
 #[tokio::test]
 async fn sh_exit_codes_and_streams() {
     let r = runner();
-    let (res, c) = run(&r, &cmd(CommandType::Sh, "echo hi; echo oops >&2; exit 3"), 1 << 20).await;
+    let (res, c) = run(
+        &r,
+        &cmd(CommandType::Sh, "echo hi; echo oops >&2; exit 3"),
+        1 << 20,
+    )
+    .await;
     assert_eq!(res.outcome, CommandOutcome::Failed);
     assert_eq!(res.exit_code, Some(3));
     assert_eq!((c.out(), c.err()), ("hi\n".into(), "oops\n".into()));
@@ -81,10 +86,16 @@ async fn sh_exit_codes_and_streams() {
     assert!(res.started_at_ms.is_some() && res.finished_at_ms >= res.started_at_ms.unwrap());
 
     let (res, c) = run(&r, &cmd(CommandType::Shell, "printf 'ok'"), 1 << 20).await;
-    assert_eq!((res.outcome, res.exit_code, c.out()), (CommandOutcome::Completed, Some(0), "ok".into()));
+    assert_eq!(
+        (res.outcome, res.exit_code, c.out()),
+        (CommandOutcome::Completed, Some(0), "ok".into())
+    );
 
     let (res, _) = run(&r, &cmd(CommandType::Sh, "kill -9 $$"), 1 << 20).await;
-    assert_eq!((res.outcome, res.exit_code, res.signal), (CommandOutcome::Failed, None, Some(9)));
+    assert_eq!(
+        (res.outcome, res.exit_code, res.signal),
+        (CommandOutcome::Failed, None, Some(9))
+    );
 }
 
 #[tokio::test]
@@ -92,18 +103,30 @@ async fn bash_and_python_run_their_own_syntax() {
     let r = runner();
     let (res, c) = run(
         &r,
-        &cmd(CommandType::Bash, "a=(x y z); [[ ${#a[@]} == 3 ]] && echo \"bash ${a[1]}\""),
+        &cmd(
+            CommandType::Bash,
+            "a=(x y z); [[ ${#a[@]} == 3 ]] && echo \"bash ${a[1]}\"",
+        ),
         1 << 20,
     )
     .await;
-    assert_eq!((res.outcome, c.out()), (CommandOutcome::Completed, "bash y\n".into()));
+    assert_eq!(
+        (res.outcome, c.out()),
+        (CommandOutcome::Completed, "bash y\n".into())
+    );
     let (res, c) = run(
         &r,
-        &cmd(CommandType::Python, "import sys\nprint(sum(range(5)))\nsys.exit(4)\n"),
+        &cmd(
+            CommandType::Python,
+            "import sys\nprint(sum(range(5)))\nsys.exit(4)\n",
+        ),
         1 << 20,
     )
     .await;
-    assert_eq!((res.outcome, res.exit_code, c.out()), (CommandOutcome::Failed, Some(4), "10\n".into()));
+    assert_eq!(
+        (res.outcome, res.exit_code, c.out()),
+        (CommandOutcome::Failed, Some(4), "10\n".into())
+    );
 }
 
 #[tokio::test]
@@ -112,7 +135,12 @@ async fn powershell_missing_is_a_clear_failure() {
         eprintln!("pwsh is installed here; the missing-interpreter path is not exercised");
         return;
     }
-    let (res, c) = run(&runner(), &cmd(CommandType::Powershell, "Write-Output 1"), 1 << 20).await;
+    let (res, c) = run(
+        &runner(),
+        &cmd(CommandType::Powershell, "Write-Output 1"),
+        1 << 20,
+    )
+    .await;
     assert_eq!(res.outcome, CommandOutcome::Failed);
     assert_eq!(res.started_at_ms, None);
     let err = res.error.unwrap();
@@ -130,7 +158,13 @@ async fn five_mib_script_runs_whole() {
     script.push_str("echo \"end of $(wc -c < \"$0\") byte script\"\n");
     let c = cmd(CommandType::Sh, &script);
     let (res, out) = run(&runner(), &c, 1 << 20).await;
-    assert_eq!(res.outcome, CommandOutcome::Completed, "{:?} {}", res, out.err());
+    assert_eq!(
+        res.outcome,
+        CommandOutcome::Completed,
+        "{:?} {}",
+        res,
+        out.err()
+    );
     assert_eq!(out.out(), format!("end of {} byte script\n", script.len()));
 }
 
@@ -139,7 +173,10 @@ async fn twenty_mib_output_is_capped_and_flagged() {
     let cap = 16 * 1024 * 1024;
     let (res, c) = run(
         &runner(),
-        &cmd(CommandType::Sh, "head -c 20971520 /dev/zero | tr '\\0' a; echo tail >&2"),
+        &cmd(
+            CommandType::Sh,
+            "head -c 20971520 /dev/zero | tr '\\0' a; echo tail >&2",
+        ),
         cap,
     )
     .await;
@@ -151,12 +188,20 @@ async fn twenty_mib_output_is_capped_and_flagged() {
     assert_eq!(out.len() as u64, cap);
     assert!(out.bytes().all(|b| b == b'a'));
     assert_eq!(c.err(), "tail\n");
-    assert!(*c.chunks.lock().unwrap() > 1, "output was not streamed in chunks");
+    assert!(
+        *c.chunks.lock().unwrap() > 1,
+        "output was not streamed in chunks"
+    );
 }
 
 #[tokio::test]
 async fn invalid_utf8_becomes_replacement_character() {
-    let (res, c) = run(&runner(), &cmd(CommandType::Sh, "printf 'a\\377b\\303\\251'"), 1 << 20).await;
+    let (res, c) = run(
+        &runner(),
+        &cmd(CommandType::Sh, "printf 'a\\377b\\303\\251'"),
+        1 << 20,
+    )
+    .await;
     assert_eq!(res.outcome, CommandOutcome::Completed);
     assert_eq!(c.out(), "a\u{FFFD}bé");
     assert_eq!(res.stdout_bytes, c.out().len() as u64);
@@ -176,7 +221,10 @@ async fn timeout_kills_the_whole_tree_including_a_grandchild() {
     let took = t0.elapsed();
     assert_eq!(res.outcome, CommandOutcome::Timeout, "{res:?}");
     assert!(res.error.as_deref().unwrap_or("").contains("timed out"));
-    assert!(took >= Duration::from_secs(1) && took < Duration::from_secs(10), "{took:?}");
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
     let gc: i32 = out
         .out()
         .trim()
@@ -217,9 +265,15 @@ async fn cancel_stops_a_running_command() {
     let (handle, signal) = cancel_pair();
     handle.cancel();
     let marker = tempfile::tempdir().unwrap();
-    let c = cmd(CommandType::Sh, &format!("touch {}/ran", marker.path().display()));
+    let c = cmd(
+        CommandType::Sh,
+        &format!("touch {}/ran", marker.path().display()),
+    );
     let res = r.execute(&c, 1 << 20, &mut |_, _| {}, signal).await;
-    assert_eq!((res.outcome, res.started_at_ms), (CommandOutcome::Cancelled, None));
+    assert_eq!(
+        (res.outcome, res.started_at_ms),
+        (CommandOutcome::Cancelled, None)
+    );
     assert!(!marker.path().join("ran").exists());
 }
 
@@ -261,7 +315,10 @@ async fn user_session_without_a_session_fails_and_runs_nothing() {
         loginctl: fake_loginctl(tmp.path(), "exit 0"),
         ..RunnerConfig::default()
     });
-    let mut c = cmd(CommandType::Sh, &format!("touch {}/ran", tmp.path().display()));
+    let mut c = cmd(
+        CommandType::Sh,
+        &format!("touch {}/ran", tmp.path().display()),
+    );
     c.context = CommandContext::UserSession;
     let (res, _) = run(&r, &c, 1 << 20).await;
     assert_eq!(res.outcome, CommandOutcome::Failed);
@@ -291,7 +348,12 @@ async fn user_session_runs_as_the_session_user() {
     );
     c.context = CommandContext::UserSession;
     let (res, out) = run(&r, &c, 1 << 20).await;
-    assert_eq!(res.outcome, CommandOutcome::Completed, "{res:?} {}", out.err());
+    assert_eq!(
+        res.outcome,
+        CommandOutcome::Completed,
+        "{res:?} {}",
+        out.err()
+    );
     let gid = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(65534))
         .unwrap()
         .unwrap()

@@ -45,15 +45,27 @@ fn lifecycle_started_output_result_ack() {
         other => panic!("{other:?}"),
     }
     spool.finish(result(id, CommandOutcome::Completed)).unwrap();
-    let Lookup::Pending(p) = store.lookup(id) else { panic!() };
+    let Lookup::Pending(p) = store.lookup(id) else {
+        panic!()
+    };
     let r = p.result.unwrap();
     assert_eq!((r.stdout_bytes, r.stderr_bytes), (12, 4));
 
     let mut ob = Outbox::default();
     let msgs = drain(&mut ob, &store);
     let kinds: Vec<_> = msgs.iter().map(|m| m.kind()).collect();
-    assert_eq!(kinds, ["command_started", "command_output", "command_output", "command_result"]);
-    let Message::CommandOutput(o) = &msgs[1] else { panic!() };
+    assert_eq!(
+        kinds,
+        [
+            "command_started",
+            "command_output",
+            "command_output",
+            "command_result"
+        ]
+    );
+    let Message::CommandOutput(o) = &msgs[1] else {
+        panic!()
+    };
     assert_eq!((o.offset, o.data.as_str()), (0, "hello wörld"));
     // Nothing more until a resend is asked for.
     assert!(ob.next(&store).unwrap().is_none());
@@ -103,21 +115,27 @@ fn restart_mid_command_finishes_it_as_failed_not_rerun() {
 
     let (store, rec) = Store::open(tmp.path(), 100, 99).unwrap();
     assert_eq!(rec, vec![id]);
-    let Lookup::Pending(p) = store.lookup(id) else { panic!() };
+    let Lookup::Pending(p) = store.lookup(id) else {
+        panic!()
+    };
     let r = p.result.unwrap();
     assert_eq!(r.outcome, CommandOutcome::Failed);
     assert_eq!(r.error.as_deref(), Some(RESTARTED_ERROR));
     assert_eq!(r.started_at_ms, Some(7));
     assert_eq!(r.stdout_bytes, "partial €".len() as u64);
     let msgs = drain(&mut Outbox::default(), &store);
-    let Message::CommandOutput(o) = &msgs[1] else { panic!("{msgs:?}") };
+    let Message::CommandOutput(o) = &msgs[1] else {
+        panic!("{msgs:?}")
+    };
     assert_eq!(o.data, "partial €");
 
     // A second restart does not recover it again, and keeps the result.
     drop(store);
     let (store, rec) = Store::open(tmp.path(), 100, 100).unwrap();
     assert!(rec.is_empty());
-    let Lookup::Pending(p) = store.lookup(id) else { panic!() };
+    let Lookup::Pending(p) = store.lookup(id) else {
+        panic!()
+    };
     assert_eq!(p.result.unwrap().finished_at_ms, 99);
 }
 
@@ -136,7 +154,9 @@ fn big_output_is_chunked_with_offsets() {
     let mut expected_offset = 0;
     let mut total = String::new();
     for m in &msgs[1..msgs.len() - 1] {
-        let Message::CommandOutput(o) = m else { panic!() };
+        let Message::CommandOutput(o) = m else {
+            panic!()
+        };
         assert_eq!(o.offset, expected_offset);
         assert!(o.data.len() <= CHUNK_BYTES);
         expected_offset += o.data.len() as u64;
@@ -152,10 +172,15 @@ fn finished_ids_are_bounded_and_log_compacted() {
     let (store, _) = Store::open(tmp.path(), 3, 0).unwrap();
     let ids: Vec<Uuid> = (0..10).map(|_| Uuid::new_v4()).collect();
     for id in &ids {
-        store.record_unstarted(result(*id, CommandOutcome::Cancelled)).unwrap();
+        store
+            .record_unstarted(result(*id, CommandOutcome::Cancelled))
+            .unwrap();
         store.ack(*id).unwrap();
     }
-    let lines = std::fs::read_to_string(tmp.path().join("finished.log")).unwrap().lines().count();
+    let lines = std::fs::read_to_string(tmp.path().join("finished.log"))
+        .unwrap()
+        .lines()
+        .count();
     assert!(lines <= 6, "{lines} log lines");
     for id in &ids[..7] {
         assert_eq!(store.lookup(*id), Lookup::Unknown);

@@ -1,6 +1,8 @@
 //! Shared helpers: a scripted protocol peer (a WebSocket server speaking
 //! PROTOCOL.md on 127.0.0.1) and agent processes.
 
+#![allow(clippy::result_large_err)]
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -70,7 +72,12 @@ impl Peer {
     }
 
     /// Accepts the next agent connection, reads its hello and welcomes it.
-    pub async fn accept(&self, settings: AgentSettings, heartbeat_secs: u32, timeout: Duration) -> PeerConn {
+    pub async fn accept(
+        &self,
+        settings: AgentSettings,
+        heartbeat_secs: u32,
+        timeout: Duration,
+    ) -> PeerConn {
         let (sock, _) = tokio::time::timeout(timeout, self.listener.accept())
             .await
             .expect("agent did not connect in time")
@@ -134,7 +141,9 @@ impl PeerConn {
     pub async fn recv_any(&mut self, timeout: Duration) -> Option<Message> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let m = tokio::time::timeout_at(deadline, self.ws.next()).await.ok()??;
+            let m = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .ok()??;
             match m.ok()? {
                 WsMessage::Binary(b) => match codec().decode_message(&b).unwrap() {
                     Frame::Control(m) => return Some(m),
@@ -163,7 +172,12 @@ impl PeerConn {
                     if o.offset == held.len() as u64 {
                         held.push_str(&o.data);
                     } else {
-                        assert!(o.offset < held.len() as u64, "gap in output: offset {} held {}", o.offset, held.len());
+                        assert!(
+                            o.offset < held.len() as u64,
+                            "gap in output: offset {} held {}",
+                            o.offset,
+                            held.len()
+                        );
                     }
                     return Some(m);
                 }
@@ -186,7 +200,10 @@ impl PeerConn {
     }
 
     pub fn out(&self, id: Uuid, s: OutputStream) -> String {
-        self.output.get(&(id, s.as_str())).cloned().unwrap_or_default()
+        self.output
+            .get(&(id, s.as_str()))
+            .cloned()
+            .unwrap_or_default()
     }
 }
 
@@ -256,5 +273,7 @@ pub fn spawn_agent(state: &Path, extra: &[(&str, &str)]) -> AgentProc {
 
 /// Counts lines in a file (how many times a command really ran).
 pub fn runs(marker: &Path) -> usize {
-    std::fs::read_to_string(marker).map(|s| s.lines().count()).unwrap_or(0)
+    std::fs::read_to_string(marker)
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
 }

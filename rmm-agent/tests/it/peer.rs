@@ -34,11 +34,23 @@ async fn hello_auth_heartbeats_and_a_command_with_ack() {
     let _agent = spawn_agent(&state, &[]);
     let mut c = peer.accept(AgentSettings::default(), 1, T).await;
     assert_eq!(c.path, "/api/v1/agent/ws");
-    assert_eq!(c.authorization, format!("Agent {}:{}", id.agent_id, id.agent_secret));
+    assert_eq!(
+        c.authorization,
+        format!("Agent {}:{}", id.agent_id, id.agent_secret)
+    );
     assert_eq!(c.hello.agent_id, id.agent_id);
-    assert_eq!(c.hello.protocol, rmm_core::protocol::VersionRange { min: 1, max: 1 });
-    assert_eq!((c.hello.os.as_str(), c.hello.channel.as_str()), ("linux", "stable"));
-    assert_eq!(c.hello.machine_uid, rmm_agent::machine::machine_uid_from(&state.display().to_string()));
+    assert_eq!(
+        c.hello.protocol,
+        rmm_core::protocol::VersionRange { min: 1, max: 1 }
+    );
+    assert_eq!(
+        (c.hello.os.as_str(), c.hello.channel.as_str()),
+        ("linux", "stable")
+    );
+    assert_eq!(
+        c.hello.machine_uid,
+        rmm_agent::machine::machine_uid_from(&state.display().to_string())
+    );
 
     let cmd = sh("echo out; echo err >&2; exit 2");
     c.send(Message::RunCommand(cmd.clone())).await;
@@ -54,7 +66,10 @@ async fn hello_auth_heartbeats_and_a_command_with_ack() {
 
     let spool = state.join("commands").join(cmd.command_id.to_string());
     assert!(spool.exists(), "result must be kept until acknowledged");
-    c.send(Message::CommandAck(CommandRef { command_id: cmd.command_id })).await;
+    c.send(Message::CommandAck(CommandRef {
+        command_id: cmd.command_id,
+    }))
+    .await;
     let until = Instant::now() + T;
     while spool.exists() && Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -67,7 +82,11 @@ async fn hello_auth_heartbeats_and_a_command_with_ack() {
         let _ = c.recv(Duration::from_millis(200)).await;
     }
     assert!(c.heartbeats.len() >= 3);
-    assert!(c.heartbeats.windows(2).all(|w| w[1] == w[0] + 1), "{:?}", c.heartbeats);
+    assert!(
+        c.heartbeats.windows(2).all(|w| w[1] == w[0] + 1),
+        "{:?}",
+        c.heartbeats
+    );
 }
 
 #[tokio::test]
@@ -80,7 +99,10 @@ async fn redelivered_commands_are_answered_not_rerun() {
     let _agent = spawn_agent(&state, &[]);
     let mut c = peer.accept(AgentSettings::default(), 30, T).await;
 
-    let cmd = sh(&format!("echo run >> {}; echo hi; sleep 1", marker.display()));
+    let cmd = sh(&format!(
+        "echo run >> {}; echo hi; sleep 1",
+        marker.display()
+    ));
     c.send(Message::RunCommand(cmd.clone())).await;
     // Re-delivered while running: ignored.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -94,7 +116,10 @@ async fn redelivered_commands_are_answered_not_rerun() {
     assert_eq!(r2, r1);
     assert_eq!(c.out(cmd.command_id, OutputStream::Stdout), "hi\n");
     // Acked, then re-delivered: the stored result, still not re-run.
-    c.send(Message::CommandAck(CommandRef { command_id: cmd.command_id })).await;
+    c.send(Message::CommandAck(CommandRef {
+        command_id: cmd.command_id,
+    }))
+    .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     c.send(Message::RunCommand(cmd.clone())).await;
     let r3 = c.result(cmd.command_id, T).await;
@@ -123,10 +148,17 @@ async fn unacked_results_are_resent_after_reconnect_within_backoff() {
     let mut c = peer.accept(AgentSettings::default(), 30, T).await;
     // Backoff cap is 800 ms in the test environment: reconnect well within
     // a few ceilings.
-    assert!(t0.elapsed() < Duration::from_secs(5), "reconnect took {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "reconnect took {:?}",
+        t0.elapsed()
+    );
     let again = c.result(cmd.command_id, T).await;
     assert_eq!(again, r);
-    assert_eq!(c.out(cmd.command_id, OutputStream::Stdout), "line1\nline2\n");
+    assert_eq!(
+        c.out(cmd.command_id, OutputStream::Stdout),
+        "line1\nline2\n"
+    );
 }
 
 #[tokio::test]
@@ -138,7 +170,10 @@ async fn killed_agent_restarts_without_rerunning_and_without_losing_the_result()
     write_identity(&state, &peer.url);
     let mut agent = spawn_agent(&state, &[]);
     let mut c = peer.accept(AgentSettings::default(), 30, T).await;
-    let cmd = sh(&format!("echo run >> {}; echo partial; sleep 30", marker.display()));
+    let cmd = sh(&format!(
+        "echo run >> {}; echo partial; sleep 30",
+        marker.display()
+    ));
     c.send(Message::RunCommand(cmd.clone())).await;
     // Wait until its output arrived, then SIGKILL the agent.
     let t0 = Instant::now();
@@ -149,17 +184,27 @@ async fn killed_agent_restarts_without_rerunning_and_without_losing_the_result()
     agent.kill9();
     drop(c);
 
-    let _agent = spawn_agent(&state, &[]);
+    let agent = spawn_agent(&state, &[]);
     let mut c = peer.accept(AgentSettings::default(), 30, T).await;
     // The server re-delivers the command it holds no result for.
     c.send(Message::RunCommand(cmd.clone())).await;
     let r = c.result(cmd.command_id, T).await;
     assert_eq!(r.outcome, CommandOutcome::Failed);
-    assert!(r.error.as_deref().unwrap().contains("agent restarted while the command was running"));
+    assert!(
+        r.error
+            .as_deref()
+            .unwrap()
+            .contains("agent restarted while the command was running")
+    );
     assert_eq!(c.out(cmd.command_id, OutputStream::Stdout), "partial\n");
     assert_eq!(r.stdout_bytes, "partial\n".len() as u64);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(runs(&marker), 1, "the command ran a second time");
+    assert!(
+        agent
+            .log_text()
+            .contains("agent restarted while the command was running")
+    );
 }
 
 #[tokio::test]
@@ -181,12 +226,21 @@ async fn concurrency_limit_queues_and_cancel_works_queued_and_running() {
     c.send(Message::RunCommand(queued.clone())).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     // The second waits behind the first: cancel it while queued.
-    c.send(Message::CancelCommand(CommandRef { command_id: queued.command_id })).await;
+    c.send(Message::CancelCommand(CommandRef {
+        command_id: queued.command_id,
+    }))
+    .await;
     let r = c.result(queued.command_id, T).await;
-    assert_eq!((r.outcome, r.started_at_ms), (CommandOutcome::Cancelled, None));
+    assert_eq!(
+        (r.outcome, r.started_at_ms),
+        (CommandOutcome::Cancelled, None)
+    );
     assert_eq!(runs(&marker), 0);
     // Cancel the running one.
-    c.send(Message::CancelCommand(CommandRef { command_id: long.command_id })).await;
+    c.send(Message::CancelCommand(CommandRef {
+        command_id: long.command_id,
+    }))
+    .await;
     let r = c.result(long.command_id, T).await;
     assert_eq!(r.outcome, CommandOutcome::Cancelled);
     assert_eq!(c.out(long.command_id, OutputStream::Stdout), "first\n");
@@ -198,7 +252,10 @@ async fn concurrency_limit_queues_and_cancel_works_queued_and_running() {
     assert_eq!(c.out(big.command_id, OutputStream::Stdout).len(), 1024);
     // A cancel for a command never seen makes a later delivery a no-op.
     let late = sh(&format!("echo run >> {}", marker.display()));
-    c.send(Message::CancelCommand(CommandRef { command_id: late.command_id })).await;
+    c.send(Message::CancelCommand(CommandRef {
+        command_id: late.command_id,
+    }))
+    .await;
     let r = c.result(late.command_id, T).await;
     assert_eq!(r.outcome, CommandOutcome::Cancelled);
     c.send(Message::RunCommand(late.clone())).await;
@@ -235,5 +292,8 @@ async fn malformed_and_unknown_messages_do_not_drop_the_connection() {
     // Still serving.
     let cmd = sh("echo alive");
     c.send(Message::RunCommand(cmd.clone())).await;
-    assert_eq!(c.result(cmd.command_id, T).await.outcome, CommandOutcome::Completed);
+    assert_eq!(
+        c.result(cmd.command_id, T).await.outcome,
+        CommandOutcome::Completed
+    );
 }
