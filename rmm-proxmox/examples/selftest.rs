@@ -60,6 +60,14 @@ fn parse_args() -> anyhow::Result<Args> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
+    // library warnings (e.g. insecure tls) go to stderr; RUST_LOG=debug for more
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
     let args = parse_args()?;
     let config = Config::load(args.config.as_deref())?;
     let client = Client::new(&config)?;

@@ -20,6 +20,14 @@ use rmm_proxmox::{Client, Config, Error, GuestState, LxcConfigUpdate, WaitOption
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
+    // library warnings (e.g. insecure tls) go to stderr; RUST_LOG=debug for more
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
     let mut config_path: Option<PathBuf> = None;
     let mut vmid: Option<u32> = None;
     let mut node: Option<String> = None;

@@ -297,6 +297,51 @@ mod tests {
         );
     }
 
+    /// Counts WARN events whose message mentions "insecure".
+    struct WarnCounter(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+    impl tracing::Subscriber for WarnCounter {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            struct Msg(String);
+            impl tracing::field::Visit for Msg {
+                fn record_debug(&mut self, _: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                    self.0.push_str(&format!("{v:?}"));
+                }
+            }
+            let mut msg = Msg(String::new());
+            event.record(&mut msg);
+            if *event.metadata().level() == tracing::Level::WARN && msg.0.contains("insecure") {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    #[test]
+    fn insecure_mode_logs_a_warning() {
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        tracing::subscriber::with_default(WarnCounter(count.clone()), || {
+            client_config(&TlsMode::Pinned(Fingerprint::of_der(b"x"))).unwrap();
+            assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 0);
+            client_config(&TlsMode::Insecure).unwrap();
+        });
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(
+            TlsMode::default(),
+            TlsMode::SystemRoots,
+            "insecure is never the default"
+        );
+    }
+
     #[test]
     fn every_mode_builds_a_config() {
         let fp = Fingerprint::of_der(b"x");

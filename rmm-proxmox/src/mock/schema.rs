@@ -338,6 +338,41 @@ impl Schema {
         }
     }
 
+    /// Compiles every `pattern` in the schema (parameters and property
+    /// string keys) and returns how many distinct patterns there are and
+    /// those that cannot be translated to the `regex` crate (and are
+    /// therefore skipped).
+    pub fn pattern_report(&self) -> (usize, Vec<String>) {
+        fn collect(v: &Value, out: &mut Vec<String>) {
+            match v {
+                Value::Object(o) => {
+                    if let Some(Value::String(p)) = o.get("pattern") {
+                        out.push(p.clone());
+                    }
+                    o.values().for_each(|x| collect(x, out));
+                }
+                Value::Array(a) => a.iter().for_each(|x| collect(x, out)),
+                _ => {}
+            }
+        }
+        let mut patterns = Vec::new();
+        for methods in self.paths.values() {
+            for m in methods.values() {
+                if let Some(p) = m.info.get("parameters") {
+                    collect(p, &mut patterns);
+                }
+            }
+        }
+        patterns.sort();
+        patterns.dedup();
+        let total = patterns.len();
+        let skipped = patterns
+            .into_iter()
+            .filter(|p| self.pattern_matches(p, "").is_none())
+            .collect();
+        (total, skipped)
+    }
+
     /// Perl patterns that could not be translated (and are therefore not
     /// checked).
     pub fn skipped_patterns(&self) -> Vec<String> {
