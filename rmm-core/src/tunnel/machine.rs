@@ -91,6 +91,10 @@ pub struct TunnelStats {
     pub ignored_messages: u64,
     /// Channel opens this machine refused by itself.
     pub refused_opens: u64,
+    /// Refusals (rejects of opens, `busy` answers) not sent because too
+    /// many control frames were waiting already: a peer that floods the
+    /// machine without reading its answers gets no more answers.
+    pub refusals_dropped: u64,
     /// Channels this side reset.
     pub resets_sent: u64,
     /// Channels the peer reset.
@@ -198,6 +202,10 @@ pub struct Tunnel<R: Role> {
     disconnected: bool,
     role: PhantomData<R>,
 }
+
+/// Refusals are queued only while fewer control frames than this wait to be
+/// sent; every other queued frame is bounded by the channels' state.
+const MAX_QUEUED_REFUSALS: usize = 1024;
 
 impl<R: Role> fmt::Debug for Tunnel<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -826,7 +834,7 @@ impl<R: Role> Tunnel<R> {
     fn on_tunnel_open(&mut self, now: Instant, m: TunnelOpen) {
         if let Some(active) = &self.session {
             let active_session = active.id;
-            self.control.push_back(Message::TunnelError(TunnelError {
+            self.refuse(Message::TunnelError(TunnelError {
                 session_id: m.session_id,
                 code: TunnelErrorCode::Busy,
                 message: format!("the agent is busy with tunnel session {active_session}"),
@@ -905,12 +913,11 @@ impl<R: Role> Tunnel<R> {
         let channel_id = m.channel_id;
         let Some(session_id) = self.active_session() else {
             self.stats.refused_opens += 1;
-            self.control
-                .push_back(Message::ChannelReject(ChannelReject {
-                    channel_id,
-                    code: ChannelErrorCode::NoSession,
-                    message: "no tunnel session is open".into(),
-                }));
+            self.refuse(Message::ChannelReject(ChannelReject {
+                channel_id,
+                code: ChannelErrorCode::NoSession,
+                message: "no tunnel session is open".into(),
+            }));
             return;
         };
         let peer_parity = match R::SIDE {
@@ -920,17 +927,16 @@ impl<R: Role> Tunnel<R> {
         if channel_id % 2 != peer_parity || self.peer_max_id.is_some_and(|max| channel_id <= max) {
             // Never touch the entry that may exist under this id.
             self.stats.refused_opens += 1;
-            self.control
-                .push_back(Message::ChannelReject(ChannelReject {
-                    channel_id,
-                    code: ChannelErrorCode::DuplicateId,
-                    message: format!(
-                        "channel id {channel_id} is used or reserved on this connection; \
+            self.refuse(Message::ChannelReject(ChannelReject {
+                channel_id,
+                code: ChannelErrorCode::DuplicateId,
+                message: format!(
+                    "channel id {channel_id} is used or reserved on this connection; \
                      the {} opens increasing {} ids",
-                        R::SIDE.peer().name(),
-                        if peer_parity == 0 { "even" } else { "odd" }
-                    ),
-                }));
+                    R::SIDE.peer().name(),
+                    if peer_parity == 0 { "even" } else { "odd" }
+                ),
+            }));
             return;
         }
         self.peer_max_id = Some(channel_id);
@@ -957,12 +963,11 @@ impl<R: Role> Tunnel<R> {
         };
         if let Some((code, message)) = refusal {
             self.stats.refused_opens += 1;
-            self.control
-                .push_back(Message::ChannelReject(ChannelReject {
-                    channel_id,
-                    code,
-                    message: message.clone(),
-                }));
+            self.refuse(Message::ChannelReject(ChannelReject {
+                channel_id,
+                code,
+                message: message.clone(),
+            }));
             self.events.push_back(Event::ChannelClosed {
                 session_id,
                 channel_id,
@@ -1122,6 +1127,16 @@ impl<R: Role> Tunnel<R> {
     // ----------------------------------------------------------------
     // Helpers
     // ----------------------------------------------------------------
+
+    /// Queues an answer to input this machine refuses, unless the peer
+    /// floods: see [`TunnelStats::refusals_dropped`].
+    fn refuse(&mut self, msg: Message) {
+        if self.control.len() < MAX_QUEUED_REFUSALS {
+            self.control.push_back(msg);
+        } else {
+            self.stats.refusals_dropped += 1;
+        }
+    }
 
     fn check_connected(&self) -> Result<(), Error> {
         if self.disconnected {
@@ -2430,6 +2445,37 @@ mod tests {
                 reason: "bye".into()
             }))]
         );
+    }
+
+    #[test]
+    fn a_flood_of_refused_opens_does_not_grow_the_queue_without_bound() {
+        let now = Instant::now();
+        let mut agent = AgentTunnel::new(TunnelConfig::default());
+        for channel_id in 0..(MAX_QUEUED_REFUSALS as u32 + 500) {
+            let open = ChannelOpen {
+                channel_id: channel_id * 2,
+                kind: ChannelKind::Terminal,
+                initial_window: 1,
+                max_packet: 1,
+                params: serde_json::Value::Null,
+            };
+            agent
+                .handle_message(now, Message::ChannelOpen(open))
+                .unwrap();
+        }
+        assert_eq!(agent.stats().refusals_dropped, 500);
+        assert_eq!(drain_transmit(&mut agent, now).len(), MAX_QUEUED_REFUSALS);
+        // Once the peer reads again, it gets answers again.
+        agent
+            .handle_message(
+                now,
+                Message::TunnelOpen(TunnelOpen {
+                    session_id: SID,
+                    technician: "alice".into(),
+                }),
+            )
+            .unwrap();
+        assert!(agent.poll_transmit(now).is_some());
     }
 
     #[test]
