@@ -9,6 +9,11 @@ use bytes::{Buf, Bytes, BytesMut};
 use super::ChannelEnd;
 use crate::protocol::ChannelKind;
 
+/// Payloads shorter than this are copied into one tail buffer instead of
+/// being queued one by one, so a peer sending tiny frames cannot make the
+/// bookkeeping (or pinned decode buffers) outgrow the window.
+const COALESCE_BELOW: usize = 1024;
+
 /// Where a channel stands in its life, as seen by the application.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ChannelState {
@@ -95,9 +100,11 @@ pub(crate) struct Channel {
     /// Bytes the peer may still send (`recv_credit + buffered + consumed ==
     /// recv_window` once open).
     pub(crate) recv_credit: u64,
-    /// Received, unread.
+    /// Received, unread, in order: every chunk of `recv_buf`, then
+    /// `recv_tail` (small payloads, coalesced).
     pub(crate) recv_buf: VecDeque<Bytes>,
-    /// Total length of `recv_buf`.
+    pub(crate) recv_tail: BytesMut,
+    /// Total length of `recv_buf` and `recv_tail`.
     pub(crate) buffered: usize,
     /// Read since the last window adjust.
     pub(crate) consumed: u64,
@@ -153,6 +160,7 @@ impl Channel {
             recv_window,
             recv_credit: u64::from(recv_window),
             recv_buf: VecDeque::new(),
+            recv_tail: BytesMut::new(),
             buffered: 0,
             consumed: 0,
             peer_eof: false,
@@ -183,8 +191,28 @@ impl Channel {
         self.send_buf.clear();
         self.eof_pending = false;
         self.close_pending = false;
+        self.clear_recv();
+    }
+
+    /// Drops the unread bytes.
+    pub(crate) fn clear_recv(&mut self) {
         self.recv_buf.clear();
+        self.recv_tail = BytesMut::new();
         self.buffered = 0;
+    }
+
+    /// Buffers a received payload (the caller checked the window).
+    pub(crate) fn push(&mut self, payload: Bytes) {
+        self.buffered += payload.len();
+        if payload.len() < COALESCE_BELOW {
+            self.recv_tail.extend_from_slice(&payload);
+        } else {
+            if !self.recv_tail.is_empty() {
+                let tail = self.recv_tail.split().freeze();
+                self.recv_buf.push_back(tail);
+            }
+            self.recv_buf.push_back(payload);
+        }
     }
 
     /// Copies up to `buf.len()` buffered bytes out.
@@ -202,19 +230,28 @@ impl Channel {
             }
             n += k;
         }
-        self.buffered -= n;
+        if self.recv_buf.is_empty() {
+            let k = self.recv_tail.len().min(buf.len() - n);
+            buf[n..n + k].copy_from_slice(&self.recv_tail[..k]);
+            self.recv_tail.advance(k);
+            n += k;
+        }
+        self.buffered = self.buffered.saturating_sub(n);
         n
     }
 
     /// Takes the next buffered chunk, at most `max` bytes of it.
     pub(crate) fn take_chunk(&mut self, max: usize) -> Option<Bytes> {
-        let front = self.recv_buf.front_mut()?;
-        let chunk = if front.len() <= max {
-            self.recv_buf.pop_front()?
-        } else {
-            front.split_to(max)
+        let chunk = match self.recv_buf.front_mut() {
+            Some(front) if front.len() <= max => self.recv_buf.pop_front()?,
+            Some(front) => front.split_to(max),
+            None if self.recv_tail.is_empty() => return None,
+            None => {
+                let n = self.recv_tail.len().min(max);
+                self.recv_tail.split_to(n).freeze()
+            }
         };
-        self.buffered -= chunk.len();
+        self.buffered = self.buffered.saturating_sub(chunk.len());
         Some(chunk)
     }
 

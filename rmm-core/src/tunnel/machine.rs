@@ -402,8 +402,7 @@ impl<R: Role> Tunnel<R> {
         }
         let was_empty = ch.buffered == 0;
         ch.recv_credit -= len as u64;
-        ch.buffered += len;
-        ch.recv_buf.push_back(payload);
+        ch.push(payload);
         self.stats.bytes_received += len as u64;
         if was_empty {
             self.events.push_back(Event::Readable { channel_id });
@@ -789,8 +788,7 @@ impl<R: Role> Tunnel<R> {
                 origin: Origin::Local,
             },
         };
-        ch.recv_buf.clear();
-        ch.buffered = 0;
+        ch.clear_recv();
         ch.visible = false;
         if !ch.local_close_sent {
             if ch.send_buf.is_empty() {
@@ -2476,6 +2474,33 @@ mod tests {
             )
             .unwrap();
         assert!(agent.poll_transmit(now).is_some());
+    }
+
+    #[test]
+    fn tiny_frames_are_coalesced() {
+        let mut p = Pair::session(TunnelConfig::default());
+        let id = p.channel(ChannelKind::Terminal);
+        for i in 0..10_000u32 {
+            let byte = Bytes::copy_from_slice(&[i as u8]);
+            p.agent.handle_data(p.now, id, byte).unwrap();
+        }
+        p.agent
+            .handle_data(p.now, id, Bytes::from(vec![7u8; 2000]))
+            .unwrap();
+        p.agent
+            .handle_data(p.now, id, Bytes::from_static(b"end"))
+            .unwrap();
+        let ch = &p.agent.channels[&id];
+        assert_eq!(ch.recv_buf.len(), 2, "one coalesced chunk and the big one");
+        assert_eq!(ch.buffered, 12_003);
+        let mut all = Vec::new();
+        while let Some(chunk) = p.agent.read_chunk(id, 3000).unwrap() {
+            all.extend_from_slice(&chunk);
+        }
+        assert_eq!(all.len(), 12_003);
+        assert!(all[..10_000].iter().enumerate().all(|(i, b)| *b == i as u8));
+        assert_eq!(&all[10_000..12_000], &[7u8; 2000][..]);
+        assert_eq!(&all[12_000..], b"end");
     }
 
     #[test]
