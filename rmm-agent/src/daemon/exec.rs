@@ -72,13 +72,27 @@ impl Executor {
         if new > *cur {
             self.sem.add_permits((new - *cur) as usize);
         } else if new < *cur {
-            let sem = self.sem.clone();
-            let n = *cur - new;
-            tokio::spawn(async move {
-                if let Ok(p) = sem.acquire_many_owned(n).await {
-                    p.forget();
+            // Take the surplus permits now where they are free (so commands
+            // arriving right after the welcome see the new limit), and from
+            // running commands as they finish.
+            let mut n = *cur - new;
+            while n > 0 {
+                match self.sem.try_acquire() {
+                    Ok(p) => {
+                        p.forget();
+                        n -= 1;
+                    }
+                    Err(_) => break,
                 }
-            });
+            }
+            if n > 0 {
+                let sem = self.sem.clone();
+                tokio::spawn(async move {
+                    if let Ok(p) = sem.acquire_many_owned(n).await {
+                        p.forget();
+                    }
+                });
+            }
         }
         *cur = new;
     }

@@ -82,13 +82,19 @@ impl Env {
         let t0 = Instant::now();
         loop {
             let agents = self.client.agents().await.unwrap();
-            if agents.iter().any(|a| a.id == self.agent_id && a.is_online()) {
+            if agents
+                .iter()
+                .any(|a| a.id == self.agent_id && a.is_online())
+            {
                 return;
             }
             assert!(
                 t0.elapsed() < within,
                 "agent not online after {within:?}: {agents:?}\nagent log:\n{}",
-                self.agent.as_ref().map(|a| a.log_text()).unwrap_or_default()
+                self.agent
+                    .as_ref()
+                    .map(|a| a.log_text())
+                    .unwrap_or_default()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -100,7 +106,10 @@ impl Env {
             Ok(info) => info,
             Err(e) => panic!(
                 "{e}\nagent log:\n{}\nserver log:\n{}",
-                self.agent.as_ref().map(|a| a.log_text()).unwrap_or_default(),
+                self.agent
+                    .as_ref()
+                    .map(|a| a.log_text())
+                    .unwrap_or_default(),
                 self.server.log_text()
             ),
         }
@@ -120,19 +129,52 @@ async fn e2e_enroll_then_every_command_type_and_exit_codes() {
     assert!(env.state.join("identity.json").exists());
 
     for kind in [CommandType::Shell, CommandType::Sh] {
-        let c = env.run(&req(kind, "echo \"hi from $0\"; echo warn >&2; exit 0"), 30).await;
-        assert_eq!((c.status.as_str(), c.exit_code), ("completed", Some(0)), "{c:?}");
+        let c = env
+            .run(&req(kind, "echo \"hi from $0\"; echo warn >&2; exit 0"), 30)
+            .await;
+        assert_eq!(
+            (c.status.as_str(), c.exit_code),
+            ("completed", Some(0)),
+            "{c:?}"
+        );
         assert!(c.stdout.starts_with("hi from "), "{c:?}");
         assert_eq!(c.stderr, "warn\n");
         assert!(c.started_at.is_some() && c.completed_at.is_some());
     }
-    let c = env.run(&req(CommandType::Bash, "declare -A m=([k]=v); echo ${m[k]}; exit 7"), 30).await;
-    assert_eq!((c.status.as_str(), c.exit_code, c.stdout.as_str()), ("failed", Some(7), "v\n"));
-    let c = env.run(&req(CommandType::Python, "import sys\nprint('py', 6*7)\nsys.exit(3)"), 30).await;
-    assert_eq!((c.status.as_str(), c.exit_code, c.stdout.as_str()), ("failed", Some(3), "py 42\n"));
-    let c = env.run(&req(CommandType::Powershell, "Write-Output 'ps'"), 30).await;
+    let c = env
+        .run(
+            &req(
+                CommandType::Bash,
+                "declare -A m=([k]=v); echo ${m[k]}; exit 7",
+            ),
+            30,
+        )
+        .await;
+    assert_eq!(
+        (c.status.as_str(), c.exit_code, c.stdout.as_str()),
+        ("failed", Some(7), "v\n")
+    );
+    let c = env
+        .run(
+            &req(
+                CommandType::Python,
+                "import sys\nprint('py', 6*7)\nsys.exit(3)",
+            ),
+            30,
+        )
+        .await;
+    assert_eq!(
+        (c.status.as_str(), c.exit_code, c.stdout.as_str()),
+        ("failed", Some(3), "py 42\n")
+    );
+    let c = env
+        .run(&req(CommandType::Powershell, "Write-Output 'ps'"), 30)
+        .await;
     if rmm_agent::runner::find_in_path("pwsh").is_some() {
-        assert_eq!((c.status.as_str(), c.stdout.as_str()), ("completed", "ps\n"));
+        assert_eq!(
+            (c.status.as_str(), c.stdout.as_str()),
+            ("completed", "ps\n")
+        );
     } else {
         assert_eq!(c.status, "failed");
         let text = format!("{:?} {}", c.error, c.stderr);
@@ -145,7 +187,8 @@ async fn e2e_five_mib_script_and_twenty_mib_output() {
     let env = setup("e2e-big", &[]).await;
     let mut script = String::with_capacity(6 << 20);
     while script.len() < 5 << 20 {
-        script.push_str(": 0123456789012345678901234567890123456789012345678901234567890123456789\n");
+        script
+            .push_str(": 0123456789012345678901234567890123456789012345678901234567890123456789\n");
     }
     script.push_str("echo \"script of $(wc -c < \"$0\") bytes\"\n");
     let c = env.run(&req(CommandType::Sh, &script), 60).await;
@@ -153,7 +196,13 @@ async fn e2e_five_mib_script_and_twenty_mib_output() {
     assert_eq!(c.stdout, format!("script of {} bytes\n", script.len()));
 
     let c = env
-        .run(&req(CommandType::Sh, "head -c 20971520 /dev/zero | tr '\\0' a; echo done >&2"), 120)
+        .run(
+            &req(
+                CommandType::Sh,
+                "head -c 20971520 /dev/zero | tr '\\0' a; echo done >&2",
+            ),
+            120,
+        )
         .await;
     assert_eq!(c.status, "completed", "{:?}", c.error);
     assert_eq!(c.stdout.len(), 16 * 1024 * 1024);
@@ -174,7 +223,13 @@ async fn e2e_timeout_kills_the_tree_and_cancel_stops_a_command() {
     let c = env.run(&r, 60).await;
     assert_eq!(c.status, "timeout", "{c:?}");
     assert!(t0.elapsed() < Duration::from_secs(15), "{:?}", t0.elapsed());
-    let gc: i32 = c.stdout.trim().strip_prefix("gc=").unwrap().parse().unwrap();
+    let gc: i32 = c
+        .stdout
+        .trim()
+        .strip_prefix("gc=")
+        .unwrap()
+        .parse()
+        .unwrap();
     let until = Instant::now() + Duration::from_secs(5);
     while !pid_gone(gc) && Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -183,7 +238,10 @@ async fn e2e_timeout_kills_the_tree_and_cancel_stops_a_command() {
 
     let id = env
         .client
-        .submit(env.agent_id, &req(CommandType::Sh, "echo started; sleep 300"))
+        .submit(
+            env.agent_id,
+            &req(CommandType::Sh, "echo started; sleep 300"),
+        )
         .await
         .unwrap();
     let t0 = Instant::now();
@@ -192,7 +250,10 @@ async fn e2e_timeout_kills_the_tree_and_cancel_stops_a_command() {
         if c.stdout.contains("started") {
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(20), "never started: {c:?}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "never started: {c:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     env.client.cancel(id).await.unwrap();
@@ -208,9 +269,17 @@ async fn e2e_user_session_without_an_active_session_fails_with_the_message() {
     // who is logged in on the test machine.
     let loginctl = tmp.path().join("loginctl");
     std::fs::write(&loginctl, "#!/bin/sh\nexit 0\n").unwrap();
-    std::fs::set_permissions(&loginctl, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        &loginctl,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let marker = tmp.path().join("ran");
-    let env = setup("e2e-session", &[("RMM_AGENT_LOGINCTL", loginctl.to_str().unwrap())]).await;
+    let env = setup(
+        "e2e-session",
+        &[("RMM_AGENT_LOGINCTL", loginctl.to_str().unwrap())],
+    )
+    .await;
     let mut r = req(CommandType::Sh, &format!("touch {}", marker.display()));
     r.context = CommandContext::UserSession;
     let c = env.run(&r, 30).await;
@@ -228,13 +297,19 @@ async fn e2e_agent_killed_mid_command_and_restarted_no_loss_no_rerun() {
         .client
         .submit(
             env.agent_id,
-            &req(CommandType::Sh, &format!("echo run >> {}; echo partial; sleep 30", marker.display())),
+            &req(
+                CommandType::Sh,
+                &format!("echo run >> {}; echo partial; sleep 30", marker.display()),
+            ),
         )
         .await
         .unwrap();
     let t0 = Instant::now();
     while runs(&marker) == 0 {
-        assert!(t0.elapsed() < Duration::from_secs(20), "command never started");
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "command never started"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -243,7 +318,10 @@ async fn e2e_agent_killed_mid_command_and_restarted_no_loss_no_rerun() {
     let c = env.client.wait(id, wait_opts(60)).await.unwrap();
     assert_eq!(c.status, "failed", "{c:?}");
     let text = format!("{} {}", c.error.clone().unwrap_or_default(), c.stderr);
-    assert!(text.contains("agent restarted while the command was running"), "{c:?}");
+    assert!(
+        text.contains("agent restarted while the command was running"),
+        "{c:?}"
+    );
     assert!(c.stdout.contains("partial"), "{c:?}");
     // It stays finished, and was never run again.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -259,7 +337,10 @@ async fn e2e_server_restart_agent_reconnects_within_backoff_and_delivers() {
     // A result produced while the server is down arrives after it is back.
     let id = env
         .client
-        .submit(env.agent_id, &req(CommandType::Sh, "sleep 1; echo finished-offline"))
+        .submit(
+            env.agent_id,
+            &req(CommandType::Sh, "sleep 1; echo finished-offline"),
+        )
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -276,7 +357,10 @@ async fn e2e_server_restart_agent_reconnects_within_backoff_and_delivers() {
     env.wait_online(Duration::from_secs(10)).await;
     assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
     let c = env.client.wait(id, wait_opts(30)).await.unwrap();
-    assert_eq!((c.status.as_str(), c.stdout.as_str()), ("completed", "finished-offline\n"));
+    assert_eq!(
+        (c.status.as_str(), c.stdout.as_str()),
+        ("completed", "finished-offline\n")
+    );
     let c = env.run(&req(CommandType::Sh, "echo again"), 30).await;
     assert_eq!(c.stdout, "again\n");
 }

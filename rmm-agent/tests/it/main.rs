@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod cli;
-// mod e2e; (enabled once rmm-server serves)
+mod e2e;
 mod harness;
 mod peer;
 mod server;
