@@ -1,0 +1,985 @@
+//! HTTP API tests against an in-process server on a real socket: every
+//! route's happy path and its 400/401/403/404/409/413/422/429 JSON errors.
+
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::common::{ADMIN, JWT_SECRET, TestServer, assert_error};
+
+fn jwt(claims: Value, secret: &str) -> String {
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn login_and_generic_errors() {
+    let srv = TestServer::start().await;
+    let token = srv.admin().await;
+    assert_eq!(token.split('.').count(), 3);
+    // e-mail is case-insensitive
+    srv.login(&ADMIN.0.to_uppercase(), ADMIN.1).await;
+    let wrong = srv
+        .call(
+            "POST",
+            "/api/auth/login",
+            None,
+            Some(json!({"email": ADMIN.0, "password": "nope"})),
+        )
+        .await;
+    assert_error(&wrong, 401, "invalid_credentials");
+    let unknown = srv
+        .call(
+            "POST",
+            "/api/auth/login",
+            None,
+            Some(json!({"email": "ghost@example.com", "password": "nope"})),
+        )
+        .await;
+    assert_error(&unknown, 401, "invalid_credentials");
+    assert_eq!(
+        wrong.1, unknown.1,
+        "the same error for unknown user and wrong password"
+    );
+    assert_error(
+        &srv.raw("POST", "/api/auth/login", None, "{not json").await,
+        400,
+        "invalid_json",
+    );
+    assert_error(
+        &srv.raw("POST", "/api/auth/login", None, "").await,
+        400,
+        "invalid_json",
+    );
+    assert_error(
+        &srv.call(
+            "POST",
+            "/api/auth/login",
+            None,
+            Some(json!({"email": ADMIN.0})),
+        )
+        .await,
+        400,
+        "invalid_body",
+    );
+    assert_error(
+        &srv.call(
+            "POST",
+            "/api/auth/login",
+            None,
+            Some(json!({"email": 5, "password": "x"})),
+        )
+        .await,
+        400,
+        "invalid_body",
+    );
+    assert_error(
+        &srv.call("POST", "/api/auth/login", None, Some(json!([1, 2])))
+            .await,
+        400,
+        "invalid_body",
+    );
+    // the token's claims: HS256, exp = iat + 24 h
+    let payload = token.split('.').nth(1).unwrap();
+    use base64::Engine;
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        86_400
+    );
+    assert_eq!(claims["role"], "admin");
+}
+
+#[tokio::test]
+async fn login_is_throttled_per_account_and_ip() {
+    let srv = TestServer::start_with(|c| {
+        c.login_max_failures_per_account = 3;
+        c.login_max_failures_per_ip = 5;
+    })
+    .await;
+    for _ in 0..3 {
+        let r = srv
+            .call(
+                "POST",
+                "/api/auth/login",
+                None,
+                Some(json!({"email": ADMIN.0, "password": "bad"})),
+            )
+            .await;
+        assert_error(&r, 401, "invalid_credentials");
+    }
+    // even the right password is refused now, with Retry-After
+    let resp = srv
+        .http
+        .post(srv.url("/api/auth/login"))
+        .json(&json!({"email": ADMIN.0, "password": ADMIN.1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 429);
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry >= 1 && retry <= 900, "{retry}");
+    let body = crate::common::decode(resp).await;
+    assert_error(&body, 429, "rate_limited");
+    // per IP: two more failures on other accounts exhaust the IP budget
+    for i in 0..2 {
+        let r = srv
+            .call(
+                "POST",
+                "/api/auth/login",
+                None,
+                Some(json!({"email": format!("x{i}@e.com"), "password": "bad"})),
+            )
+            .await;
+        assert_error(&r, 401, "invalid_credentials");
+    }
+    let r = srv
+        .call(
+            "POST",
+            "/api/auth/login",
+            None,
+            Some(json!({"email": "fresh@e.com", "password": "bad"})),
+        )
+        .await;
+    assert_error(&r, 429, "rate_limited");
+    // every attempt is audited
+    let audit = srv.store().list_audit(None, 100).await.unwrap();
+    assert!(
+        audit
+            .iter()
+            .filter(|a| a.entry.action == "login.failure")
+            .count()
+            >= 5
+    );
+    assert!(
+        audit.iter().any(|a| a.entry.action == "login.throttled"
+            && a.entry.address.as_deref() == Some("127.0.0.1"))
+    );
+}
+
+#[tokio::test]
+async fn bad_credentials_are_401() {
+    let srv = TestServer::start().await;
+    let admin = srv.admin().await;
+    let claims: Value = {
+        let payload = admin.split('.').nth(1).unwrap();
+        use base64::Engine;
+        serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(payload)
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let now = chrono::Utc::now().timestamp();
+    let expired = jwt(
+        json!({"sub": claims["sub"], "email": ADMIN.0, "role": "admin", "iat": now - 90_000, "exp": now - 3600}),
+        JWT_SECRET,
+    );
+    let no_exp = jwt(
+        json!({"sub": claims["sub"], "email": ADMIN.0, "role": "admin", "iat": now}),
+        JWT_SECRET,
+    );
+    let other_key = jwt(
+        json!({"sub": claims["sub"], "email": ADMIN.0, "role": "admin", "iat": now, "exp": now + 60}),
+        "another-secret-another-secret-another",
+    );
+    use base64::Engine;
+    let b64 = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    let alg_none = format!(
+        "{}.{}.",
+        b64(json!({"alg": "none", "typ": "JWT"})),
+        b64(
+            json!({"sub": claims["sub"], "email": ADMIN.0, "role": "admin", "iat": now, "exp": now + 60})
+        )
+    );
+    let hs512 = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS512),
+        &json!({"sub": claims["sub"], "email": ADMIN.0, "role": "admin", "iat": now, "exp": now + 60}),
+        &EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .unwrap();
+    for (name, header) in [
+        ("garbage", "Bearer garbage".to_owned()),
+        ("expired", format!("Bearer {expired}")),
+        ("no exp", format!("Bearer {no_exp}")),
+        ("wrong key", format!("Bearer {other_key}")),
+        ("alg none", format!("Bearer {alg_none}")),
+        ("alg HS512", format!("Bearer {hs512}")),
+        ("agent scheme", format!("Agent {}:secret", Uuid::new_v4())),
+        ("basic", "Basic YTpi".to_owned()),
+        ("empty bearer", "Bearer ".to_owned()),
+    ] {
+        let resp = srv
+            .http
+            .get(srv.url("/api/agents"))
+            .header("authorization", header)
+            .send()
+            .await
+            .unwrap();
+        let got = crate::common::decode(resp).await;
+        assert_error(&got, 401, "unauthorized");
+        eprintln!("{name}: {}", got.1["message"]);
+    }
+    assert_error(
+        &srv.call("GET", "/api/agents", None, None).await,
+        401,
+        "unauthorized",
+    );
+    // a deleted user's token stops working
+    let tech = srv.user("technician").await;
+    let users = srv.call("GET", "/api/users", Some(&admin), None).await.1;
+    let tech_id = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["role"] == "technician")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        srv.call(
+            "DELETE",
+            &format!("/api/users/{tech_id}"),
+            Some(&admin),
+            None
+        )
+        .await
+        .0,
+        204
+    );
+    assert_error(
+        &srv.call("GET", "/api/agents", Some(&tech), None).await,
+        401,
+        "unauthorized",
+    );
+}
+
+#[tokio::test]
+async fn roles_are_checked_on_every_route() {
+    let srv = TestServer::start().await;
+    let ro = srv.user("readonly").await;
+    let tech = srv.user("technician").await;
+    let admin = srv.admin().await;
+    let (agent, _) = srv.enroll("web").await;
+    let cmd = srv
+        .submit(
+            &tech,
+            agent,
+            json!({"command_type": "sh", "command": "true"}),
+        )
+        .await;
+    let forbidden: Vec<(&str, String, &str, Option<Value>)> = vec![
+        (
+            "readonly",
+            format!("/api/agents/{agent}/command"),
+            "POST",
+            Some(json!({"command_type": "sh", "command": "true"})),
+        ),
+        (
+            "readonly",
+            format!("/api/commands/{cmd}/cancel"),
+            "POST",
+            None,
+        ),
+        (
+            "readonly",
+            "/api/v1/enroll-bundle".into(),
+            "POST",
+            Some(json!({"agent_name": "x"})),
+        ),
+        (
+            "technician",
+            "/api/v1/enroll-bundle".into(),
+            "POST",
+            Some(json!({"agent_name": "x"})),
+        ),
+        ("technician", "/api/users".into(), "GET", None),
+        (
+            "technician",
+            "/api/users".into(),
+            "POST",
+            Some(json!({"email": "a@b.c", "password": "password-1", "role": "admin"})),
+        ),
+        ("technician", "/api/audit".into(), "GET", None),
+        ("technician", format!("/api/agents/{agent}"), "DELETE", None),
+        (
+            "readonly",
+            format!("/api/users/{}", Uuid::new_v4()),
+            "DELETE",
+            None,
+        ),
+    ];
+    for (who, path, method, body) in forbidden {
+        let token = if who == "readonly" { &ro } else { &tech };
+        let got = srv.call(method, &path, Some(token), body).await;
+        assert_error(&got, 403, "forbidden");
+    }
+    // reads are fine for readonly
+    for path in [
+        "/api/agents".to_owned(),
+        format!("/api/agents/{agent}"),
+        format!("/api/commands/{cmd}"),
+        format!("/api/agents/{agent}/commands"),
+    ] {
+        assert_eq!(
+            srv.call("GET", &path, Some(&ro), None).await.0,
+            200,
+            "{path}"
+        );
+    }
+    assert_eq!(
+        srv.call("GET", "/api/audit", Some(&admin), None).await.0,
+        200
+    );
+}
+
+#[tokio::test]
+async fn agents_routes() {
+    let srv = TestServer::start().await;
+    let admin = srv.admin().await;
+    assert_eq!(
+        srv.call("GET", "/api/agents", Some(&admin), None).await.1,
+        json!([])
+    );
+    let (agent, _w) = srv.agent("web-1", "m-1").await;
+    let (status, list) = srv.call("GET", "/api/agents", Some(&admin), None).await;
+    assert_eq!(status, 200);
+    let a = &list[0];
+    for field in [
+        "id",
+        "hostname",
+        "os",
+        "arch",
+        "agent_version",
+        "channel",
+        "status",
+        "last_seen",
+        "machine_uid",
+        "address",
+    ] {
+        assert!(a.get(field).is_some(), "missing {field}: {a}");
+    }
+    assert_eq!(a["id"], agent.id.to_string());
+    assert_eq!(
+        (
+            a["status"].as_str(),
+            a["hostname"].as_str(),
+            a["channel"].as_str()
+        ),
+        (Some("online"), Some("test-host"), Some("stable"))
+    );
+    assert_eq!(a["machine_uid"], "m-1");
+    assert_eq!(a["address"], "127.0.0.1");
+    assert!(chrono::DateTime::parse_from_rfc3339(a["last_seen"].as_str().unwrap()).is_ok());
+    let one = srv
+        .call(
+            "GET",
+            &format!("/api/agents/{}", agent.id),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(one.1["name"], "web-1");
+    assert_error(
+        &srv.call("GET", "/api/agents/not-a-uuid", Some(&admin), None)
+            .await,
+        400,
+        "invalid_id",
+    );
+    assert_error(
+        &srv.call(
+            "GET",
+            &format!("/api/agents/{}", Uuid::new_v4()),
+            Some(&admin),
+            None,
+        )
+        .await,
+        404,
+        "not_found",
+    );
+    // delete: credential revoked, connection closed, hidden from the list
+    assert_eq!(
+        srv.call(
+            "DELETE",
+            &format!("/api/agents/{}", agent.id),
+            Some(&admin),
+            None
+        )
+        .await
+        .0,
+        204
+    );
+    assert_error(
+        &srv.call(
+            "DELETE",
+            &format!("/api/agents/{}", agent.id),
+            Some(&admin),
+            None,
+        )
+        .await,
+        404,
+        "not_found",
+    );
+    assert_eq!(
+        srv.call("GET", "/api/agents", Some(&admin), None).await.1,
+        json!([])
+    );
+    let mut agent = agent;
+    assert!(
+        agent
+            .recv_within(Duration::from_secs(5))
+            .await
+            .unwrap()
+            .is_none(),
+        "connection closed"
+    );
+}
+
+#[tokio::test]
+async fn command_submission_validation() {
+    let srv = TestServer::start_with(|c| c.body_limit = 256 * 1024).await;
+    let tech = srv.user("technician").await;
+    let (agent, _) = srv.enroll("web").await;
+    let path = format!("/api/agents/{agent}/command");
+    let id = srv
+        .submit(
+            &tech,
+            agent,
+            json!({"command_type": "bash", "command": "echo hi", "timeout_secs": 30}),
+        )
+        .await;
+    let c = srv.command(&tech, id).await;
+    assert_eq!(
+        (
+            c["status"].as_str(),
+            c["phase"].as_str(),
+            c["context"].as_str()
+        ),
+        (Some("running"), Some("queued"), Some("system"))
+    );
+    assert_eq!(
+        (
+            c["exit_code"].clone(),
+            c["started_at"].clone(),
+            c["completed_at"].clone()
+        ),
+        (Value::Null, Value::Null, Value::Null)
+    );
+    for field in [
+        "id",
+        "agent_id",
+        "command_type",
+        "command_text",
+        "status",
+        "exit_code",
+        "stdout",
+        "stderr",
+        "created_at",
+        "started_at",
+        "completed_at",
+    ] {
+        assert!(c.get(field).is_some(), "missing {field}");
+    }
+    // every command type and context is accepted
+    for ty in ["shell", "bash", "sh", "powershell", "python"] {
+        srv.submit(
+            &tech,
+            agent,
+            json!({"command_type": ty, "command": "x", "context": "user_session"}),
+        )
+        .await;
+    }
+    let cases: Vec<(Value, u16, &str)> = vec![
+        (
+            json!({"command_type": "zsh", "command": "x"}),
+            400,
+            "invalid_body",
+        ),
+        (json!({"command_type": "sh"}), 400, "invalid_body"),
+        (
+            json!({"command_type": "sh", "command": 5}),
+            400,
+            "invalid_body",
+        ),
+        (
+            json!({"command_type": "sh", "command": "x", "context": "root"}),
+            400,
+            "invalid_body",
+        ),
+        (
+            json!({"command_type": "sh", "command": "x", "timeout_secs": -1}),
+            400,
+            "invalid_body",
+        ),
+        (
+            json!({"command_type": "sh", "command": "x", "timeout_secs": "10"}),
+            400,
+            "invalid_body",
+        ),
+        (
+            json!({"command_type": "sh", "command": "   "}),
+            422,
+            "invalid_command",
+        ),
+        (
+            json!({"command_type": "sh", "command": "x", "timeout_secs": 0}),
+            422,
+            "invalid_timeout",
+        ),
+        (
+            json!({"command_type": "sh", "command": "x", "timeout_secs": 604_801}),
+            422,
+            "invalid_timeout",
+        ),
+    ];
+    for (body, status, code) in cases {
+        let got = srv
+            .call("POST", &path, Some(&tech), Some(body.clone()))
+            .await;
+        assert_error(&got, status, code);
+    }
+    assert_error(
+        &srv.raw("POST", &path, Some(&tech), "{\"command_type\":")
+            .await,
+        400,
+        "invalid_json",
+    );
+    assert_error(
+        &srv.call(
+            "POST",
+            "/api/agents/xyz/command",
+            Some(&tech),
+            Some(json!({"command_type": "sh", "command": "x"})),
+        )
+        .await,
+        400,
+        "invalid_id",
+    );
+    assert_error(
+        &srv.call(
+            "POST",
+            &format!("/api/agents/{}/command", Uuid::new_v4()),
+            Some(&tech),
+            Some(json!({"command_type": "sh", "command": "x"})),
+        )
+        .await,
+        404,
+        "not_found",
+    );
+    // size: under the limit works, over is 413 (with and without Content-Length)
+    let big = "x".repeat(200 * 1024);
+    srv.submit(&tech, agent, json!({"command_type": "sh", "command": big}))
+        .await;
+    let huge = "x".repeat(300 * 1024);
+    assert_error(
+        &srv.call(
+            "POST",
+            &path,
+            Some(&tech),
+            Some(json!({"command_type": "sh", "command": huge})),
+        )
+        .await,
+        413,
+        "payload_too_large",
+    );
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..40).map(|_| Ok(vec![b' '; 10 * 1024])).collect();
+    let stream = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
+    assert_error(
+        &srv.raw("POST", &path, Some(&tech), stream).await,
+        413,
+        "payload_too_large",
+    );
+}
+
+#[tokio::test]
+async fn multi_mib_scripts_are_accepted_and_delivered() {
+    let srv = TestServer::start().await; // default 8 MiB limit
+    let tech = srv.user("technician").await;
+    let (mut agent, _) = srv.agent("big", "m-big").await;
+    let script = format!("echo start\n# {}\necho end\n", "y".repeat(3 * 1024 * 1024));
+    let id = srv
+        .submit(
+            &tech,
+            agent.id,
+            json!({"command_type": "bash", "command": script}),
+        )
+        .await;
+    match agent.recv().await {
+        Some(rmm_core::protocol::Message::RunCommand(r)) => {
+            assert_eq!(r.command_id, id);
+            assert_eq!(r.command, script);
+        }
+        other => panic!("expected run_command, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn command_reads_cancel_and_paging() {
+    let srv = TestServer::start().await;
+    let tech = srv.user("technician").await;
+    let (agent, _) = srv.enroll("web").await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(
+            srv.submit(
+                &tech,
+                agent,
+                json!({"command_type": "sh", "command": format!("echo {i}")}),
+            )
+            .await,
+        );
+    }
+    assert_error(
+        &srv.call("GET", "/api/commands/123", Some(&tech), None)
+            .await,
+        400,
+        "invalid_id",
+    );
+    assert_error(
+        &srv.call(
+            "GET",
+            &format!("/api/commands/{}", Uuid::new_v4()),
+            Some(&tech),
+            None,
+        )
+        .await,
+        404,
+        "not_found",
+    );
+    // paging newest first
+    let page1 = srv
+        .call(
+            "GET",
+            &format!("/api/agents/{agent}/commands?limit=2"),
+            Some(&tech),
+            None,
+        )
+        .await
+        .1;
+    let page1: Vec<&str> = page1
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(page1.len(), 2);
+    let before = page1[1];
+    let page2 = srv
+        .call(
+            "GET",
+            &format!("/api/agents/{agent}/commands?limit=10&before={before}"),
+            Some(&tech),
+            None,
+        )
+        .await
+        .1;
+    assert_eq!(page2.as_array().unwrap().len(), 3);
+    assert!(page2[0].get("stdout").is_none(), "listings carry no output");
+    assert_error(
+        &srv.call(
+            "GET",
+            &format!("/api/agents/{agent}/commands?limit=0"),
+            Some(&tech),
+            None,
+        )
+        .await,
+        400,
+        "invalid_query",
+    );
+    assert_error(
+        &srv.call(
+            "GET",
+            &format!("/api/agents/{agent}/commands?limit=abc"),
+            Some(&tech),
+            None,
+        )
+        .await,
+        400,
+        "invalid_query",
+    );
+    assert_error(
+        &srv.call(
+            "GET",
+            &format!("/api/agents/{agent}/commands?before=nope"),
+            Some(&tech),
+            None,
+        )
+        .await,
+        400,
+        "invalid_query",
+    );
+    assert_error(
+        &srv.call(
+            "GET",
+            &format!("/api/agents/{}/commands", Uuid::new_v4()),
+            Some(&tech),
+            None,
+        )
+        .await,
+        404,
+        "not_found",
+    );
+    // cancel a queued command: final at once; a second cancel conflicts
+    let (status, c) = srv
+        .call(
+            "POST",
+            &format!("/api/commands/{}/cancel", ids[0]),
+            Some(&tech),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, 202, "{c}");
+    assert_eq!(
+        (c["status"].as_str(), c["phase"].as_str()),
+        (Some("cancelled"), Some("done"))
+    );
+    assert!(c["completed_at"].is_string());
+    assert_error(
+        &srv.call(
+            "POST",
+            &format!("/api/commands/{}/cancel", ids[0]),
+            Some(&tech),
+            None,
+        )
+        .await,
+        409,
+        "conflict",
+    );
+    assert_error(
+        &srv.call(
+            "POST",
+            &format!("/api/commands/{}/cancel", Uuid::new_v4()),
+            Some(&tech),
+            None,
+        )
+        .await,
+        404,
+        "not_found",
+    );
+    assert_error(
+        &srv.call("POST", "/api/commands/zz/cancel", Some(&tech), None)
+            .await,
+        400,
+        "invalid_id",
+    );
+    let audit = srv.store().list_audit(None, 100).await.unwrap();
+    assert_eq!(
+        audit
+            .iter()
+            .filter(|a| a.entry.action == "command.submit")
+            .count(),
+        5
+    );
+    assert!(audit.iter().any(|a| a.entry.action == "command.cancel"
+        && a.entry.target.as_deref() == Some(&ids[0].to_string())));
+}
+
+#[tokio::test]
+async fn users_routes() {
+    let srv = TestServer::start().await;
+    let admin = srv.admin().await;
+    let (status, u) = srv
+        .call("POST", "/api/users", Some(&admin), Some(json!({"email": "Tech@Example.com", "password": "password-1", "role": "technician"})))
+        .await;
+    assert_eq!(status, 201, "{u}");
+    assert_eq!(
+        (u["email"].as_str(), u["role"].as_str()),
+        (Some("tech@example.com"), Some("technician"))
+    );
+    assert!(u.get("password_hash").is_none());
+    let id = u["id"].as_str().unwrap().to_owned();
+    assert_error(
+        &srv.call(
+            "POST",
+            "/api/users",
+            Some(&admin),
+            Some(
+                json!({"email": "tech@example.com", "password": "password-1", "role": "readonly"}),
+            ),
+        )
+        .await,
+        409,
+        "conflict",
+    );
+    assert_error(
+        &srv.call(
+            "POST",
+            "/api/users",
+            Some(&admin),
+            Some(json!({"email": "x@y.z", "password": "short", "role": "readonly"})),
+        )
+        .await,
+        422,
+        "weak_password",
+    );
+    assert_error(
+        &srv.call(
+            "POST",
+            "/api/users",
+            Some(&admin),
+            Some(json!({"email": "nope", "password": "password-1", "role": "readonly"})),
+        )
+        .await,
+        422,
+        "invalid_email",
+    );
+    assert_error(
+        &srv.call(
+            "POST",
+            "/api/users",
+            Some(&admin),
+            Some(json!({"email": "x@y.z", "password": "password-1", "role": "root"})),
+        )
+        .await,
+        400,
+        "invalid_body",
+    );
+    let (status, changed) = srv
+        .call(
+            "PATCH",
+            &format!("/api/users/{id}"),
+            Some(&admin),
+            Some(json!({"role": "readonly", "password": "password-2"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{changed}");
+    assert_eq!(changed["role"], "readonly");
+    srv.login("tech@example.com", "password-2").await;
+    assert_error(
+        &srv.call(
+            "PATCH",
+            &format!("/api/users/{id}"),
+            Some(&admin),
+            Some(json!({})),
+        )
+        .await,
+        422,
+        "nothing_to_change",
+    );
+    assert_error(
+        &srv.call(
+            "PATCH",
+            &format!("/api/users/{}", Uuid::new_v4()),
+            Some(&admin),
+            Some(json!({"role": "admin"})),
+        )
+        .await,
+        404,
+        "not_found",
+    );
+    let me = srv.call("GET", "/api/users", Some(&admin), None).await.1;
+    let my_id = me
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["email"] == ADMIN.0)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_error(
+        &srv.call("DELETE", &format!("/api/users/{my_id}"), Some(&admin), None)
+            .await,
+        409,
+        "conflict",
+    );
+    assert_eq!(
+        srv.call("DELETE", &format!("/api/users/{id}"), Some(&admin), None)
+            .await
+            .0,
+        204
+    );
+    assert_error(
+        &srv.call("DELETE", &format!("/api/users/{id}"), Some(&admin), None)
+            .await,
+        404,
+        "not_found",
+    );
+    let audit = srv
+        .call("GET", "/api/audit?limit=50", Some(&admin), None)
+        .await
+        .1;
+    let actions: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["action"].as_str().unwrap())
+        .collect();
+    for want in ["user.create", "user.update", "user.delete", "login.success"] {
+        assert!(actions.contains(&want), "{want} in {actions:?}");
+    }
+    assert_error(
+        &srv.call("GET", "/api/audit?limit=5000", Some(&admin), None)
+            .await,
+        400,
+        "invalid_query",
+    );
+}
+
+#[tokio::test]
+async fn service_routes_and_fallbacks() {
+    let srv = TestServer::start().await;
+    let (status, doc) = srv.call("GET", "/api/openapi.json", None, None).await;
+    assert_eq!(status, 200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for path in [
+        "/api/auth/login",
+        "/api/agents",
+        "/api/agents/{id}/command",
+        "/api/commands/{id}",
+        "/api/commands/{id}/cancel",
+        "/api/v1/enroll-bundle",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "openapi lacks {path}");
+    }
+    let (status, health) = srv.call("GET", "/healthz", None, None).await;
+    assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
+    let admin = srv.admin().await;
+    let (agent, _) = srv.enroll("m").await;
+    srv.submit(
+        &admin,
+        agent,
+        json!({"command_type": "sh", "command": "true"}),
+    )
+    .await;
+    let (status, text) = srv.call("GET", "/metrics", None, None).await;
+    assert_eq!(status, 200);
+    let text = text.as_str().unwrap();
+    assert!(text.contains("rmm_agents_connected 0"), "{text}");
+    assert!(
+        text.contains("rmm_commands{status=\"running\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("rmm_http_request_duration_seconds_bucket{route=\"/api/auth/login\""),
+        "{text}"
+    );
+    assert_error(
+        &srv.call("GET", "/api/nope", None, None).await,
+        404,
+        "not_found",
+    );
+    assert_error(
+        &srv.call("PUT", "/api/agents", Some(&admin), None).await,
+        405,
+        "method_not_allowed",
+    );
+}

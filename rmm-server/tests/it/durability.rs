@@ -1,0 +1,349 @@
+//! Durability across real server processes: a command queued for an
+//! offline agent survives a server crash and restart, is delivered when the
+//! agent connects, and its result survives the next restart. Also: the
+//! JWT key persists, and SIGTERM closes agent sockets cleanly.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use rmm_core::protocol::{CommandOutcome, CommandOutput, CommandResult, Message, OutputStream};
+use serde_json::{Value, json};
+
+use crate::common::{ADMIN, FakeAgent, PgSchema, assert_error, decode, enroll_via};
+
+struct Proc {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Proc {
+    fn start(data_dir: &std::path::Path, database_url: Option<&str>) -> Proc {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rmm-server"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--heartbeat-secs", "1"])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env("RMM_ADMIN_EMAIL", ADMIN.0)
+            .env("RMM_ADMIN_PASSWORD", ADMIN.1)
+            .env_remove("RMM_JWT_SECRET")
+            .env_remove("RMM_DATABASE_URL")
+            .env("RMM_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if let Some(url) = database_url {
+            cmd.arg("--database-url").arg(url);
+        }
+        let mut child = cmd.spawn().expect("spawn rmm-server");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            for _ in lines {}
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("server did not print its address");
+        let addr = line
+            .strip_prefix("rmm-server listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .parse()
+            .unwrap();
+        Proc { child, addr }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn crash(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        for _ in 0..100 {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.child.kill().unwrap();
+        panic!("server did not stop within 10 s of SIGTERM");
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn call(
+    http: &reqwest::Client,
+    method: &str,
+    url: String,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = http
+        .request(method.parse().unwrap(), url)
+        .bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    decode(req.send().await.unwrap()).await
+}
+
+async fn login(http: &reqwest::Client, base: &str) -> String {
+    let resp = http
+        .post(format!("{base}/api/auth/login"))
+        .json(&json!({"email": ADMIN.0, "password": ADMIN.1}))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = decode(resp).await;
+    assert_eq!(status, 200, "{body}");
+    body["token"].as_str().unwrap().to_owned()
+}
+
+async fn queued_command_survives_restarts(database_url: Option<&str>) {
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let server = Proc::start(dir.path(), database_url);
+    let token = login(&http, &server.url()).await;
+    let (agent_id, secret) = enroll_via(&http, &server.url(), &token, "durable").await;
+    let (status, body) = call(
+        &http,
+        "POST",
+        format!("{}/api/agents/{agent_id}/command", server.url()),
+        &token,
+        Some(json!({"command_type": "bash", "command": "echo survived"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let command_id = body["command_id"].as_str().unwrap().to_owned();
+    server.crash();
+
+    // restart: the old token still works (the key persisted), the command waits
+    let server = Proc::start(dir.path(), database_url);
+    let (status, c) = call(
+        &http,
+        "GET",
+        format!("{}/api/commands/{command_id}", server.url()),
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{c}");
+    assert_eq!(
+        (c["status"].as_str(), c["phase"].as_str()),
+        (Some("running"), Some("queued"))
+    );
+    let mut agent = FakeAgent::connect(server.addr, agent_id, &secret)
+        .await
+        .unwrap();
+    agent.hello("durable-machine").await;
+    let run = match agent.recv().await {
+        Some(Message::RunCommand(r)) => r,
+        other => panic!("expected run_command, got {other:?}"),
+    };
+    assert_eq!(run.command_id.to_string(), command_id);
+    assert_eq!(run.command, "echo survived");
+    let now = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap();
+    agent
+        .send(&Message::CommandOutput(CommandOutput {
+            command_id: run.command_id,
+            stream: OutputStream::Stdout,
+            offset: 0,
+            data: "survived\n".into(),
+        }))
+        .await;
+    agent
+        .send(&Message::CommandResult(CommandResult {
+            command_id: run.command_id,
+            outcome: CommandOutcome::Completed,
+            exit_code: Some(0),
+            signal: None,
+            error: None,
+            stdout_bytes: 9,
+            stderr_bytes: 0,
+            stdout_truncated: false,
+            stderr_truncated: false,
+            started_at_ms: Some(now),
+            finished_at_ms: now,
+        }))
+        .await;
+    match agent.recv().await {
+        Some(Message::CommandAck(a)) => assert_eq!(a.command_id, run.command_id),
+        other => panic!("expected ack, got {other:?}"),
+    }
+    // acknowledged means durable: crash right away, the result is there
+    server.crash();
+    let server = Proc::start(dir.path(), database_url);
+    let (_, c) = call(
+        &http,
+        "GET",
+        format!("{}/api/commands/{command_id}", server.url()),
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (
+            c["status"].as_str(),
+            c["exit_code"].as_i64(),
+            c["stdout"].as_str()
+        ),
+        (Some("completed"), Some(0), Some("survived\n"))
+    );
+    // graceful stop: the agent gets close 1001 and the process exits 0
+    let mut agent = FakeAgent::connect(server.addr, agent_id, &secret)
+        .await
+        .unwrap();
+    agent.hello("durable-machine").await;
+    let closer = tokio::spawn(async move { agent.close_code().await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let status = tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    assert_eq!(closer.await.unwrap(), Some(1001));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_queued_command_survives_server_restarts() {
+    queued_command_survives_restarts(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_queued_command_survives_server_restarts() {
+    let Some(schema) = PgSchema::create().await else {
+        return;
+    };
+    queued_command_survives_restarts(Some(&schema.url())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_user_add_and_enroll_bundle() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_rmm-server");
+    let run = |args: &[&str], stdin: &str| {
+        let mut child = Command::new(bin)
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env_remove("RMM_DATABASE_URL")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = run(
+        &[
+            "user",
+            "add",
+            "--email",
+            "ops@example.com",
+            "--role",
+            "technician",
+        ],
+        "s3cret-password\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(
+        &[
+            "user",
+            "add",
+            "--email",
+            "ops@example.com",
+            "--role",
+            "technician",
+        ],
+        "s3cret-password\n",
+    );
+    assert!(!out.status.success(), "duplicate user must fail");
+    let out = run(
+        &["user", "add", "--email", "x@example.com", "--role", "root"],
+        "s3cret-password\n",
+    );
+    assert!(!out.status.success());
+    let out = run(
+        &[
+            "enroll-bundle",
+            "--agent-name",
+            "local-1",
+            "--server-url",
+            "http://127.0.0.1:1",
+            "--json",
+        ],
+        "",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let b: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        b["command"]
+            .as_str()
+            .unwrap()
+            .contains("/api/v1/enroll-bundle/")
+    );
+    // the server started on that data dir knows the user and the bundle
+    let server = Proc::start(dir.path(), None);
+    let http = reqwest::Client::new();
+    let resp = http
+        .post(format!("{}/api/auth/login", server.url()))
+        .json(&json!({"email": "ops@example.com", "password": "s3cret-password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let tgz = http
+        .get(format!(
+            "{}/api/v1/enroll-bundle/{}.tgz",
+            server.url(),
+            b["token"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tgz.status(), 200);
+    let again = decode(
+        http.get(format!(
+            "{}/api/v1/enroll-bundle/{}.tgz",
+            server.url(),
+            b["token"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_error(&again, 404, "not_found");
+}

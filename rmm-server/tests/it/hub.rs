@@ -1,0 +1,575 @@
+//! The agent hub over real WebSockets with a fake agent speaking the real
+//! codec: handshake, delivery, output/result/ack, redelivery, timeouts,
+//! cancellation, offline detection, identity dedup.
+
+use std::time::Duration;
+
+use futures_util::SinkExt;
+use rmm_core::protocol::{
+    CommandOutcome, CommandOutput, CommandRef, CommandResult, CommandStarted, Heartbeat, Message,
+    OutputStream, RunCommand, VersionRange,
+};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::protocol::Message as WsMessage;
+use uuid::Uuid;
+
+use crate::common::{FakeAgent, TestServer};
+
+fn now_ms() -> u64 {
+    u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap()
+}
+
+async fn expect_run(agent: &mut FakeAgent) -> RunCommand {
+    loop {
+        match agent.recv().await {
+            Some(Message::RunCommand(r)) => return r,
+            Some(Message::CancelCommand(_)) => {}
+            other => panic!("expected run_command, got {other:?}"),
+        }
+    }
+}
+
+async fn expect_ack(agent: &mut FakeAgent, id: Uuid) {
+    match agent.recv().await {
+        Some(Message::CommandAck(CommandRef { command_id })) => assert_eq!(command_id, id),
+        other => panic!("expected command_ack, got {other:?}"),
+    }
+}
+
+fn result(id: Uuid, outcome: CommandOutcome, exit: Option<i32>, out: u64, err: u64) -> Message {
+    Message::CommandResult(CommandResult {
+        command_id: id,
+        outcome,
+        exit_code: exit,
+        signal: None,
+        error: None,
+        stdout_bytes: out,
+        stderr_bytes: err,
+        stdout_truncated: false,
+        stderr_truncated: false,
+        started_at_ms: Some(now_ms()),
+        finished_at_ms: now_ms(),
+    })
+}
+
+fn output(id: Uuid, stream: OutputStream, offset: u64, data: &str) -> Message {
+    Message::CommandOutput(CommandOutput {
+        command_id: id,
+        stream,
+        offset,
+        data: data.into(),
+    })
+}
+
+#[tokio::test]
+async fn handshake_and_auth() {
+    let srv = TestServer::start().await;
+    let (id, secret) = srv.enroll("a").await;
+    // refused before the upgrade: no header, wrong secret, unknown agent, a user JWT
+    let admin = srv.admin().await;
+    for auth in [
+        "".to_owned(),
+        format!("Agent {id}:wrong-secret"),
+        format!("Agent {}:{secret}", Uuid::new_v4()),
+        format!("Agent {id}"),
+        format!("Bearer {admin}"),
+    ] {
+        assert_eq!(
+            FakeAgent::connect_with(srv.addr(), id, &auth).await.err(),
+            Some(401),
+            "{auth}"
+        );
+    }
+    let mut agent = FakeAgent::connect(srv.addr(), id, &secret).await.unwrap();
+    let w = agent.hello("machine-a").await;
+    assert_eq!(
+        (w.protocol, w.agent_id, w.heartbeat_interval_secs),
+        (1, id, 1)
+    );
+    assert_eq!(w.settings.max_output_bytes, 16 * 1024 * 1024);
+    // a bad control message is answered with an error; the connection stays
+    agent
+        .ws
+        .send(WsMessage::Binary(vec![1, 0, 0, 0, 2, b'{', b'}'].into()))
+        .await
+        .unwrap();
+    match agent.recv().await {
+        Some(Message::Error(e)) => assert_eq!(e.code, "bad_message"),
+        other => panic!("{other:?}"),
+    }
+    // unknown message kinds are ignored
+    let unknown = br#"{"type":"from_the_future","x":1}"#;
+    let mut frame = vec![1u8];
+    frame.extend_from_slice(&u32::try_from(unknown.len()).unwrap().to_be_bytes());
+    frame.extend_from_slice(unknown);
+    agent
+        .ws
+        .send(WsMessage::Binary(frame.into()))
+        .await
+        .unwrap();
+    agent
+        .send(&Message::Heartbeat(Heartbeat { seq: 1, running: 0 }))
+        .await;
+    assert!(
+        agent.recv_within(Duration::from_millis(300)).await.is_err(),
+        "no answer to heartbeat or unknown kinds"
+    );
+    // text is a protocol error: close 1003
+    agent
+        .ws
+        .send(WsMessage::Text("hello".into()))
+        .await
+        .unwrap();
+    assert_eq!(agent.close_code().await, Some(1003));
+}
+
+#[tokio::test]
+async fn hello_rules() {
+    let srv = TestServer::start_with(|c| c.hello_timeout = Duration::from_millis(500)).await;
+    let (id, secret) = srv.enroll("a").await;
+    // mismatched agent id
+    let mut agent = FakeAgent::connect(srv.addr(), id, &secret).await.unwrap();
+    agent.id = Uuid::new_v4();
+    let hello = agent.hello_msg("m");
+    agent.send(&hello).await;
+    match agent.recv().await {
+        Some(Message::Error(e)) => assert_eq!(e.code, "unauthorized"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(agent.close_code().await, Some(1008));
+    // no common protocol version
+    let mut agent = FakeAgent::connect(srv.addr(), id, &secret).await.unwrap();
+    let mut hello = agent.hello_msg("m");
+    if let Message::Hello(h) = &mut hello {
+        h.protocol = VersionRange { min: 7, max: 9 };
+    }
+    agent.send(&hello).await;
+    match agent.recv().await {
+        Some(Message::Error(e)) => assert_eq!(e.code, "unsupported_protocol"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(agent.close_code().await, Some(1002));
+    // silence instead of hello
+    let mut agent = FakeAgent::connect(srv.addr(), id, &secret).await.unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(agent.close_code().await, Some(1008));
+    assert!(started.elapsed() < Duration::from_secs(3));
+    // the first message must be hello
+    let mut agent = FakeAgent::connect(srv.addr(), id, &secret).await.unwrap();
+    agent
+        .send(&Message::Heartbeat(Heartbeat { seq: 0, running: 0 }))
+        .await;
+    assert!(matches!(agent.recv().await, Some(Message::Error(_))));
+    assert_eq!(agent.close_code().await, Some(1008));
+}
+
+#[tokio::test]
+async fn command_round_trip_with_output_and_ack() {
+    let srv = TestServer::start().await;
+    let tech = srv.user("technician").await;
+    let (mut agent, _) = srv.agent("a", "m-a").await;
+    let id = srv
+        .submit(&tech, agent.id, json!({"command_type": "bash", "command": "echo hi; echo err >&2; exit 0", "timeout_secs": 60}))
+        .await;
+    let run = expect_run(&mut agent).await;
+    assert_eq!(
+        (run.command_id, run.command.as_str(), run.timeout_secs),
+        (id, "echo hi; echo err >&2; exit 0", Some(60))
+    );
+    assert_eq!(srv.command(&tech, id).await["phase"], "delivered");
+    agent
+        .send(&Message::CommandStarted(CommandStarted {
+            command_id: id,
+            started_at_ms: now_ms(),
+        }))
+        .await;
+    let c = srv
+        .wait_command(&tech, id, |c| c["phase"] == "executing")
+        .await;
+    assert!(c["started_at"].is_string());
+    assert_eq!(c["status"], "running");
+    agent.send(&output(id, OutputStream::Stdout, 0, "hé")).await;
+    agent.send(&output(id, OutputStream::Stdout, 0, "hé")).await; // re-sent: harmless
+    agent
+        .send(&output(id, OutputStream::Stdout, 3, "llo\n"))
+        .await;
+    agent
+        .send(&output(id, OutputStream::Stderr, 0, "err\n"))
+        .await;
+    agent
+        .send(&result(id, CommandOutcome::Completed, Some(0), 7, 4))
+        .await;
+    expect_ack(&mut agent, id).await;
+    let c = srv.command(&tech, id).await;
+    assert_eq!(
+        (
+            c["status"].as_str(),
+            c["phase"].as_str(),
+            c["exit_code"].as_i64()
+        ),
+        (Some("completed"), Some("done"), Some(0))
+    );
+    assert_eq!(
+        (c["stdout"].as_str(), c["stderr"].as_str()),
+        (Some("héllo\n"), Some("err\n"))
+    );
+    assert!(c["completed_at"].is_string());
+    // a duplicate result is acknowledged and changes nothing
+    agent
+        .send(&result(id, CommandOutcome::Failed, Some(1), 7, 4))
+        .await;
+    expect_ack(&mut agent, id).await;
+    assert_eq!(srv.command(&tech, id).await["status"], "completed");
+    // a failing command
+    let id2 = srv
+        .submit(
+            &tech,
+            agent.id,
+            json!({"command_type": "sh", "command": "exit 3"}),
+        )
+        .await;
+    assert_eq!(expect_run(&mut agent).await.command_id, id2);
+    agent
+        .send(&result(id2, CommandOutcome::Failed, Some(3), 0, 0))
+        .await;
+    expect_ack(&mut agent, id2).await;
+    let c = srv.command(&tech, id2).await;
+    assert_eq!(
+        (c["status"].as_str(), c["exit_code"].as_i64()),
+        (Some("failed"), Some(3))
+    );
+    // results of unknown commands are acknowledged so the agent forgets them
+    let ghost = Uuid::new_v4();
+    agent
+        .send(&result(ghost, CommandOutcome::Completed, Some(0), 0, 0))
+        .await;
+    expect_ack(&mut agent, ghost).await;
+}
+
+#[tokio::test]
+async fn incomplete_output_is_not_acked_and_resynced() {
+    let srv = TestServer::start().await;
+    let tech = srv.user("technician").await;
+    let (mut agent, _) = srv.agent("a", "m-a").await;
+    let id = srv
+        .submit(
+            &tech,
+            agent.id,
+            json!({"command_type": "sh", "command": "seq 3"}),
+        )
+        .await;
+    expect_run(&mut agent).await;
+    agent
+        .send(&output(id, OutputStream::Stdout, 0, "1\n"))
+        .await;
+    // claims 6 bytes of stdout, the server holds 2: no ack, run_command re-sent
+    agent
+        .send(&result(id, CommandOutcome::Completed, Some(0), 6, 0))
+        .await;
+    let again = expect_run(&mut agent).await;
+    assert_eq!(again.command_id, id);
+    assert_eq!(srv.command(&tech, id).await["status"], "running");
+    // the agent re-sends its stored output and result
+    agent
+        .send(&output(id, OutputStream::Stdout, 0, "1\n"))
+        .await;
+    agent
+        .send(&output(id, OutputStream::Stdout, 2, "2\n3\n"))
+        .await;
+    agent
+        .send(&result(id, CommandOutcome::Completed, Some(0), 6, 0))
+        .await;
+    expect_ack(&mut agent, id).await;
+    assert_eq!(srv.command(&tech, id).await["stdout"], "1\n2\n3\n");
+}
+
+#[tokio::test]
+async fn queued_for_offline_agent_and_redelivered_after_reconnect() {
+    let srv = TestServer::start().await;
+    let tech = srv.user("technician").await;
+    let (id, secret) = srv.enroll("a").await;
+    // queued while the agent has never connected
+    let c1 = srv
+        .submit(
+            &tech,
+            id,
+            json!({"command_type": "sh", "command": "echo one"}),
+        )
+        .await;
+    let mut agent = FakeAgent::connect(srv.addr(), id, &secret).await.unwrap();
+    agent.hello("m").await;
+    assert_eq!(expect_run(&mut agent).await.command_id, c1);
+    // dropped before the result: sent again after the reconnect
+    drop(agent);
+    let c2 = srv
+        .submit(
+            &tech,
+            id,
+            json!({"command_type": "sh", "command": "echo two"}),
+        )
+        .await;
+    let mut agent = FakeAgent::connect(srv.addr(), id, &secret).await.unwrap();
+    agent.hello("m").await;
+    let mut got = vec![
+        expect_run(&mut agent).await.command_id,
+        expect_run(&mut agent).await.command_id,
+    ];
+    got.sort();
+    let mut want = vec![c1, c2];
+    want.sort();
+    assert_eq!(got, want);
+    for c in [c1, c2] {
+        agent.send(&output(c, OutputStream::Stdout, 0, "x")).await;
+        agent
+            .send(&result(c, CommandOutcome::Completed, Some(0), 1, 0))
+            .await;
+        expect_ack(&mut agent, c).await;
+    }
+    // a finished command is not sent again
+    drop(agent);
+    let mut agent = FakeAgent::connect(srv.addr(), id, &secret).await.unwrap();
+    agent.hello("m").await;
+    assert!(agent.recv_within(Duration::from_millis(500)).await.is_err());
+}
+
+#[tokio::test]
+async fn a_newer_connection_replaces_the_older() {
+    let srv = TestServer::start().await;
+    let tech = srv.user("technician").await;
+    let (id, secret) = srv.enroll("a").await;
+    let mut first = FakeAgent::connect(srv.addr(), id, &secret).await.unwrap();
+    first.hello("m").await;
+    let mut second = FakeAgent::connect(srv.addr(), id, &secret).await.unwrap();
+    second.hello("m").await;
+    assert_eq!(first.close_code().await, Some(1008));
+    let c = srv
+        .submit(&tech, id, json!({"command_type": "sh", "command": "true"}))
+        .await;
+    assert_eq!(expect_run(&mut second).await.command_id, c);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let a = srv
+        .call("GET", &format!("/api/agents/{id}"), Some(&tech), None)
+        .await
+        .1;
+    assert_eq!(
+        a["status"], "online",
+        "the old connection's close must not mark the agent offline"
+    );
+}
+
+#[tokio::test]
+async fn timeouts_and_cancellation() {
+    let srv = TestServer::start_with(|c| {
+        c.command_grace = Duration::from_millis(300);
+        c.cancel_grace = Duration::from_millis(800);
+    })
+    .await;
+    let tech = srv.user("technician").await;
+    let (mut agent, _) = srv.agent("a", "m").await;
+    // a command the agent never finishes becomes `timeout` after timeout + grace
+    let t = srv
+        .submit(
+            &tech,
+            agent.id,
+            json!({"command_type": "sh", "command": "sleep 100", "timeout_secs": 1}),
+        )
+        .await;
+    expect_run(&mut agent).await;
+    let c = srv
+        .wait_command(&tech, t, |c| c["status"] != "running")
+        .await;
+    assert_eq!(
+        (c["status"].as_str(), c["phase"].as_str()),
+        (Some("timeout"), Some("done"))
+    );
+    // ... and the agent is told to stop it
+    match agent.recv().await {
+        Some(Message::CancelCommand(r)) => assert_eq!(r.command_id, t),
+        other => panic!("{other:?}"),
+    }
+    // the agent's late result is acknowledged, the status stays
+    agent
+        .send(&result(t, CommandOutcome::Timeout, None, 0, 0))
+        .await;
+    expect_ack(&mut agent, t).await;
+    assert_eq!(srv.command(&tech, t).await["status"], "timeout");
+    // cancel of a delivered command: cancel_command, then the agent reports
+    let c1 = srv
+        .submit(
+            &tech,
+            agent.id,
+            json!({"command_type": "sh", "command": "sleep 100"}),
+        )
+        .await;
+    expect_run(&mut agent).await;
+    let (status, body) = srv
+        .call(
+            "POST",
+            &format!("/api/commands/{c1}/cancel"),
+            Some(&tech),
+            None,
+        )
+        .await;
+    assert_eq!((status, body["status"].as_str()), (202, Some("running")));
+    match agent.recv().await {
+        Some(Message::CancelCommand(r)) => assert_eq!(r.command_id, c1),
+        other => panic!("{other:?}"),
+    }
+    agent
+        .send(&result(c1, CommandOutcome::Cancelled, None, 0, 0))
+        .await;
+    expect_ack(&mut agent, c1).await;
+    assert_eq!(srv.command(&tech, c1).await["status"], "cancelled");
+    // cancel without an answer: final after the cancel grace period
+    let c2 = srv
+        .submit(
+            &tech,
+            agent.id,
+            json!({"command_type": "sh", "command": "sleep 100"}),
+        )
+        .await;
+    expect_run(&mut agent).await;
+    srv.call(
+        "POST",
+        &format!("/api/commands/{c2}/cancel"),
+        Some(&tech),
+        None,
+    )
+    .await;
+    let c = srv
+        .wait_command(&tech, c2, |c| c["status"] != "running")
+        .await;
+    assert_eq!(c["status"], "cancelled");
+}
+
+#[tokio::test]
+async fn offline_after_three_missed_heartbeats() {
+    let srv = TestServer::start().await; // heartbeat interval 1 s
+    let admin = srv.admin().await;
+    let (mut agent, _) = srv.agent("a", "m").await;
+    let id = agent.id;
+    // heartbeats keep it online and move last_seen
+    let first = srv
+        .call("GET", &format!("/api/agents/{id}"), Some(&admin), None)
+        .await
+        .1["last_seen"]
+        .clone();
+    for seq in 0..4 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        agent
+            .send(&Message::Heartbeat(Heartbeat { seq, running: 0 }))
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let a = srv
+        .call("GET", &format!("/api/agents/{id}"), Some(&admin), None)
+        .await
+        .1;
+    assert_eq!(a["status"], "online");
+    assert_ne!(a["last_seen"], first, "coalesced last_seen was written");
+    // go silent: stop reading (no pongs) and writing
+    let started = std::time::Instant::now();
+    let mut offline = false;
+    while started.elapsed() < Duration::from_secs(8) {
+        let a = srv
+            .call("GET", &format!("/api/agents/{id}"), Some(&admin), None)
+            .await
+            .1;
+        if a["status"] == "offline" {
+            offline = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(offline, "agent still online after {:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(2500),
+        "offline too early: {:?}",
+        started.elapsed()
+    );
+    drop(agent);
+}
+
+#[tokio::test]
+async fn machine_uid_dedup_replaces_the_old_agent() {
+    let srv = TestServer::start().await;
+    let tech = srv.user("technician").await;
+    let admin = srv.admin().await;
+    let (mut old, _) = srv.agent("old-name", "same-machine").await;
+    let pending = srv
+        .submit(
+            &tech,
+            old.id,
+            json!({"command_type": "sh", "command": "true"}),
+        )
+        .await;
+    expect_run(&mut old).await;
+    // re-enrolled: a new identity on the same machine
+    let (mut new, _) = srv.agent("new-name", "same-machine").await;
+    assert_eq!(
+        old.close_code().await,
+        Some(1008),
+        "the old credential is revoked and its socket closed"
+    );
+    let list = srv.call("GET", "/api/agents", Some(&admin), None).await.1;
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [new.id.to_string()]);
+    let gone = srv
+        .call(
+            "GET",
+            &format!("/api/agents/{}", old.id),
+            Some(&admin),
+            None,
+        )
+        .await
+        .1;
+    assert_eq!(gone["replaced_by"], new.id.to_string());
+    // its unfinished command moved over and is delivered to the new identity
+    assert_eq!(expect_run(&mut new).await.command_id, pending);
+    let audit = srv.call("GET", "/api/audit", Some(&admin), None).await.1;
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["action"] == "agent.replace" && a["target"] == old.id.to_string())
+    );
+    // the old credential no longer authenticates
+    assert!(
+        FakeAgent::connect_with(srv.addr(), old.id, "Agent x:y")
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn metrics_count_connections_and_results() {
+    let srv = TestServer::start().await;
+    let tech = srv.user("technician").await;
+    let (mut agent, _) = srv.agent("a", "m").await;
+    let id = srv
+        .submit(
+            &tech,
+            agent.id,
+            json!({"command_type": "sh", "command": "true"}),
+        )
+        .await;
+    expect_run(&mut agent).await;
+    agent
+        .send(&result(id, CommandOutcome::Completed, Some(0), 0, 0))
+        .await;
+    expect_ack(&mut agent, id).await;
+    let text = srv.call("GET", "/metrics", None, None).await.1;
+    let text = text.as_str().unwrap();
+    assert!(text.contains("rmm_agents_connected 1"), "{text}");
+    assert!(
+        text.contains("rmm_commands{status=\"completed\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("rmm_command_results_total 1"), "{text}");
+}
