@@ -245,9 +245,10 @@ impl Writer {
         }
     }
     /// The default key's value, printed bare unless a bare value would be
-    /// read back as `key=value` (then it is spelled out).
+    /// read back differently (as `key=value`, or skipped as blank); then it
+    /// is spelled out.
     fn default(mut self, key: &'static str, v: &str) -> Self {
-        if v.contains('=') {
+        if v.contains('=') || v.trim().is_empty() {
             self.required.insert(key, v.to_owned());
         } else {
             self.default = Some(v.to_owned());
@@ -669,6 +670,8 @@ mod tests {
         let r: RootFs = "volume=a=b,size=1G".parse().unwrap();
         assert_eq!(r.volume, "a=b");
         assert_eq!(r.to_string(), "volume=a=b,size=1G");
+        assert_eq!(r.to_string().parse::<RootFs>().unwrap(), r);
+        let r: RootFs = "volume= ,size=1G".parse().unwrap();
         assert_eq!(r.to_string().parse::<RootFs>().unwrap(), r);
         assert!("size=4G".parse::<RootFs>().is_err());
         assert!("a,b".parse::<RootFs>().is_err());
