@@ -677,13 +677,13 @@ pub async fn submit_command(
             "command is empty",
         ));
     }
-    if let Some(t) = req.timeout_secs {
-        if t == 0 || t > 7 * 86_400 {
-            return Err(ApiError::unprocessable(
-                "invalid_timeout",
-                "timeout_secs must be between 1 and 604800",
-            ));
-        }
+    if let Some(t) = req.timeout_secs
+        && (t == 0 || t > 7 * 86_400)
+    {
+        return Err(ApiError::unprocessable(
+            "invalid_timeout",
+            "timeout_secs must be between 1 and 604800",
+        ));
     }
     let agent = state.store.get_agent(agent_id).await?;
     if agent.is_none_or(|a| a.retired_at.is_some()) {

@@ -1237,10 +1237,10 @@ impl PgStore {
                 loop {
                     match listener.recv().await {
                         Ok(n) => {
-                            if let Ok(id) = Uuid::parse_str(n.payload()) {
-                                if tx.send(id).await.is_err() {
-                                    return;
-                                }
+                            if let Ok(id) = Uuid::parse_str(n.payload())
+                                && tx.send(id).await.is_err()
+                            {
+                                return;
                             }
                         }
                         Err(e) => {

@@ -133,7 +133,7 @@ async fn login_is_throttled_per_account_and_ip() {
         .unwrap()
         .parse()
         .unwrap();
-    assert!(retry >= 1 && retry <= 900, "{retry}");
+    assert!((1..=900).contains(&retry), "{retry}");
     let body = crate::common::decode(resp).await;
     assert_error(&body, 429, "rate_limited");
     // per IP: two more failures on other accounts exhaust the IP budget
