@@ -49,7 +49,7 @@ pub enum Error {
         message: String,
     },
     /// The server could not be reached or the connection failed.
-    #[error("cannot reach the server: {0}")]
+    #[error("cannot reach the server: {}", error_chain(.0))]
     Transport(#[source] reqwest::Error),
     /// The server's answer was not what the API promises.
     #[error("unexpected response from the server: {0}")]
@@ -125,6 +125,15 @@ impl Error {
         }
     }
 
+    /// The human-readable text: the server's `message` for API errors, the
+    /// display text otherwise.
+    pub fn message(&self) -> String {
+        match self {
+            Error::Api { message, .. } => message.clone(),
+            other => other.to_string(),
+        }
+    }
+
     /// The HTTP status, for API errors.
     pub fn status(&self) -> Option<u16> {
         match self {
@@ -148,6 +157,22 @@ impl Error {
     }
 }
 
+/// `error: cause: cause`, so "connection refused" is not hidden behind
+/// "error sending request".
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
 fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
@@ -162,6 +187,9 @@ where
 pub struct Agent {
     /// The agent's id.
     pub id: Uuid,
+    /// The name it was enrolled under (a DNS label).
+    #[serde(default, deserialize_with = "null_default")]
+    pub name: String,
     /// Host name.
     #[serde(default, deserialize_with = "null_default")]
     pub hostname: String,
@@ -232,8 +260,16 @@ pub struct CommandInfo {
     pub agent_id: Uuid,
     /// Interpreter.
     pub command_type: CommandType,
-    /// Script text.
+    /// Script text (empty in [`Client::agent_commands`] listings, which
+    /// omit it).
+    #[serde(default, deserialize_with = "null_default")]
     pub command_text: String,
+    /// Security context (`system` or `user_session`).
+    #[serde(default)]
+    pub context: Option<CommandContext>,
+    /// The timeout the command was submitted with, in seconds.
+    #[serde(default)]
+    pub timeout_secs: Option<u32>,
     /// `running` until final, then `completed`, `failed`, `timeout` or
     /// `cancelled`.
     pub status: String,
@@ -243,10 +279,13 @@ pub struct CommandInfo {
     /// Exit code, once the process ended normally.
     #[serde(default)]
     pub exit_code: Option<i32>,
-    /// Captured stdout (capped by the server).
+    /// The signal that ended the process, if one did.
+    #[serde(default)]
+    pub signal: Option<i32>,
+    /// Captured stdout (capped by the server; empty in listings).
     #[serde(default, deserialize_with = "null_default")]
     pub stdout: String,
-    /// Captured stderr (capped by the server).
+    /// Captured stderr (capped by the server; empty in listings).
     #[serde(default, deserialize_with = "null_default")]
     pub stderr: String,
     /// stdout was cut at the cap.
@@ -258,14 +297,23 @@ pub struct CommandInfo {
     /// Why the command failed outside its process, when it did.
     #[serde(default)]
     pub error: Option<String>,
+    /// Who submitted it.
+    #[serde(default, deserialize_with = "null_default")]
+    pub created_by: String,
     /// When the server accepted it.
     pub created_at: DateTime<Utc>,
+    /// When it was first sent to the agent.
+    #[serde(default)]
+    pub delivered_at: Option<DateTime<Utc>>,
     /// When the agent started it.
     #[serde(default)]
     pub started_at: Option<DateTime<Utc>>,
     /// When it reached its final status.
     #[serde(default)]
     pub completed_at: Option<DateTime<Utc>>,
+    /// When a cancel was requested, if one was.
+    #[serde(default)]
+    pub cancel_requested_at: Option<DateTime<Utc>>,
 }
 
 impl CommandInfo {
@@ -273,6 +321,21 @@ impl CommandInfo {
     pub fn is_final(&self) -> bool {
         self.status != "running"
     }
+
+    /// Whether the command completed with exit code 0.
+    pub fn is_success(&self) -> bool {
+        self.status == "completed" && self.exit_code == Some(0)
+    }
+}
+
+/// One page of [`Client::agent_commands`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommandPage {
+    /// At most this many (1..=500; the server's default is 50).
+    pub limit: Option<u32>,
+    /// Only commands older than this command (the last id of the previous
+    /// page).
+    pub before: Option<Uuid>,
 }
 
 /// An enrollment bundle, as `POST /api/v1/enroll-bundle` returns it.
@@ -286,6 +349,15 @@ pub struct EnrollmentBundle {
     pub expires_at: DateTime<Utc>,
     /// The id the agent will have.
     pub agent_id: Uuid,
+}
+
+/// Options of [`Client::create_enrollment_with`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EnrollmentOptions {
+    /// The URL the agent connects to (default: the server's public URL).
+    pub server_url: Option<String>,
+    /// Release channel, `stable` (the default) or `beta`.
+    pub channel: Option<String>,
 }
 
 /// How [`Client::wait`] polls.
@@ -433,6 +505,34 @@ impl Client {
         self.get("/api/agents").await
     }
 
+    /// One agent.
+    pub async fn agent(&self, agent_id: Uuid) -> Result<Agent, Error> {
+        self.get(&format!("/api/agents/{agent_id}")).await
+    }
+
+    /// A page of an agent's commands, newest first, without script text and
+    /// output (fetch one with [`Client::command`] for those).
+    pub async fn agent_commands(
+        &self,
+        agent_id: Uuid,
+        page: CommandPage,
+    ) -> Result<Vec<CommandInfo>, Error> {
+        let mut query = Vec::new();
+        if let Some(limit) = page.limit {
+            query.push(format!("limit={limit}"));
+        }
+        if let Some(before) = page.before {
+            query.push(format!("before={before}"));
+        }
+        let query = if query.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", query.join("&"))
+        };
+        self.get(&format!("/api/agents/{agent_id}/commands{query}"))
+            .await
+    }
+
     /// Submits a command; returns its id once the server stored it.
     pub async fn submit(&self, agent_id: Uuid, req: &CommandRequest) -> Result<Uuid, Error> {
         let CommandIdBody { command_id } = self
@@ -446,15 +546,17 @@ impl Client {
         self.get(&format!("/api/commands/{command_id}")).await
     }
 
-    /// Asks the server to cancel a command, then returns its state.
+    /// Asks the server to cancel a command and returns its state right
+    /// after the request: `cancelled` at once for a command the agent did
+    /// not get yet, else still `running` until the agent reports (wait for
+    /// it with [`Client::wait`]). A command that is already final is a
+    /// [`ErrorKind::Conflict`].
     pub async fn cancel(&self, command_id: Uuid) -> Result<CommandInfo, Error> {
-        let _: serde_json::Value = self
-            .post(
-                &format!("/api/commands/{command_id}/cancel"),
-                &serde_json::json!({}),
-            )
-            .await?;
-        self.command(command_id).await
+        self.post(
+            &format!("/api/commands/{command_id}/cancel"),
+            &serde_json::json!({}),
+        )
+        .await
     }
 
     /// Polls a command until it reaches a final status, with doubling
@@ -491,15 +593,35 @@ impl Client {
         self.wait(id, opts).await
     }
 
-    /// Creates an enrollment bundle for a new agent (admin only).
+    /// Creates an enrollment bundle for a new agent (admin only) on the
+    /// stable channel; `server_url` is the URL the agent will connect to
+    /// (default: the server's public URL).
     pub async fn create_enrollment(
         &self,
         agent_name: &str,
         server_url: Option<&str>,
     ) -> Result<EnrollmentBundle, Error> {
+        let opts = EnrollmentOptions {
+            server_url: server_url.map(str::to_owned),
+            channel: None,
+        };
+        self.create_enrollment_with(agent_name, &opts).await
+    }
+
+    /// Creates an enrollment bundle with every option (admin only). A name
+    /// that is not a DNS label is [`ErrorKind::BadRequest`], a name already
+    /// enrolled [`ErrorKind::Conflict`].
+    pub async fn create_enrollment_with(
+        &self,
+        agent_name: &str,
+        opts: &EnrollmentOptions,
+    ) -> Result<EnrollmentBundle, Error> {
         let mut body = serde_json::json!({ "agent_name": agent_name });
-        if let Some(url) = server_url {
-            body["server_url"] = url.into();
+        if let Some(url) = &opts.server_url {
+            body["server_url"] = url.as_str().into();
+        }
+        if let Some(channel) = &opts.channel {
+            body["channel"] = channel.as_str().into();
         }
         self.post("/api/v1/enroll-bundle", &body).await
     }
