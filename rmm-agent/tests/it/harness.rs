@@ -84,6 +84,7 @@ impl Peer {
             .unwrap();
         let seen = Arc::new(Mutex::new((String::new(), String::new())));
         let seen2 = seen.clone();
+        sock.set_nodelay(true).unwrap();
         let ws = tokio_tungstenite::accept_hdr_async(sock, move |req: &Request, resp: Response| {
             let auth = req
                 .headers()
