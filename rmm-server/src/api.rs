@@ -16,6 +16,7 @@
 //! - 413: body over the limit. 429: login throttled (`Retry-After`).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Json;
@@ -594,21 +595,109 @@ pub async fn login(
     }
 }
 
-/// Lists agents.
+/// A serialized snapshot of `GET /api/agents`.
+#[derive(Debug)]
+struct Snapshot {
+    built: Instant,
+    generation: u64,
+    body: Bytes,
+}
+
+/// The `GET /api/agents` snapshot cache.
+///
+/// Listing 10,000 agents means reading and serializing 10,000 rows (over
+/// 100 ms with SQLite); dashboards poll this route. So the serialized list
+/// is kept as a snapshot: a change this process makes or sees (hello,
+/// disconnect, enrollment, retirement, dedup) invalidates it and the next
+/// request rebuilds it; otherwise a snapshot older than
+/// [`AgentListCache::MAX_AGE`] is served while one request rebuilds it in
+/// the background (stale-while-revalidate). Changes made by other replicas
+/// and the coalesced `last_seen` therefore show up within about a second.
+/// The store stays the only authority; this is a cache.
+#[derive(Debug, Default)]
+pub struct AgentListCache {
+    current: std::sync::RwLock<Option<Arc<Snapshot>>>,
+    rebuild: tokio::sync::Mutex<()>,
+    refreshing: std::sync::atomic::AtomicBool,
+}
+
+impl AgentListCache {
+    /// Snapshots older than this are refreshed in the background.
+    pub const MAX_AGE: std::time::Duration = std::time::Duration::from_secs(1);
+
+    fn current(&self) -> Option<Arc<Snapshot>> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    async fn rebuild(state: &AppState) -> Result<Arc<Snapshot>, ApiError> {
+        let generation = state.hub.agents_generation();
+        let built = Instant::now();
+        let agents = state.store.list_agents().await?;
+        let views: Vec<AgentView> = agents
+            .into_iter()
+            .map(|a| AgentView::new(a, state))
+            .collect();
+        let body = Bytes::from(serde_json::to_vec(&views).map_err(ApiError::internal)?);
+        let snap = Arc::new(Snapshot {
+            built,
+            generation,
+            body,
+        });
+        *state
+            .agent_list
+            .current
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(snap.clone());
+        Ok(snap)
+    }
+
+    /// The serialized agent list.
+    async fn get(state: &AppState) -> Result<Bytes, ApiError> {
+        let cache = &state.agent_list;
+        if let Some(s) = cache.current()
+            && s.generation == state.hub.agents_generation()
+        {
+            if s.built.elapsed() > Self::MAX_AGE
+                && !cache
+                    .refreshing
+                    .swap(true, std::sync::atomic::Ordering::AcqRel)
+            {
+                let st = state.clone();
+                tokio::spawn(async move {
+                    let _guard = st.agent_list.rebuild.lock().await;
+                    if let Err(e) = Self::rebuild(&st).await {
+                        tracing::warn!(error = %e.message, "agent list refresh failed");
+                    }
+                    st.agent_list
+                        .refreshing
+                        .store(false, std::sync::atomic::Ordering::Release);
+                });
+            }
+            return Ok(s.body.clone());
+        }
+        let _guard = cache.rebuild.lock().await;
+        if let Some(s) = cache.current()
+            && s.generation == state.hub.agents_generation()
+        {
+            return Ok(s.body.clone());
+        }
+        Ok(Self::rebuild(state).await?.body.clone())
+    }
+}
+
+/// Lists agents (a snapshot at most about a second old; see [`AgentListCache`]).
 #[utoipa::path(get, path = "/api/agents", security(("bearer" = [])),
     responses((status = 200, body = [AgentView]), (status = 401, body = ErrorBody)))]
 pub async fn list_agents(
     State(state): State<AppState>,
     user: AuthUser,
-) -> Result<Json<Vec<AgentView>>, ApiError> {
+) -> Result<Response, ApiError> {
     user.require(Role::Readonly)?;
-    let agents = state.store.list_agents().await?;
-    Ok(Json(
-        agents
-            .into_iter()
-            .map(|a| AgentView::new(a, &state))
-            .collect(),
-    ))
+    let body = AgentListCache::get(&state).await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// One agent.
@@ -644,6 +733,7 @@ pub async fn delete_agent(
     if !state.store.retire_agent(id, now_ms()).await? {
         return Err(ApiError::not_found("no such agent"));
     }
+    state.hub.agents_changed();
     state.hub.disconnect(id);
     audit(
         &state,
@@ -1069,6 +1159,7 @@ pub async fn enrollment_file(
         agent_name: e.agent_name.clone(),
         channel: e.channel.clone(),
     };
+    state.hub.agents_changed();
     let tgz = enroll::payload_tgz(&config).map_err(ApiError::internal)?;
     audit(
         &state,

@@ -60,7 +60,7 @@ pub struct Conn {
     flushed_ms: AtomicI64,
     kick: Notify,
     close: Notify,
-    out: mpsc::Sender<Message>,
+    out: mpsc::Sender<Box<Message>>,
 }
 
 /// The hub: live connections and the background loops around them.
@@ -73,6 +73,7 @@ pub struct Hub {
     live_tasks: AtomicUsize,
     all_closed: Notify,
     shutdown: watch::Receiver<bool>,
+    agents_generation: AtomicU64,
 }
 
 impl std::fmt::Debug for Hub {
@@ -132,11 +133,24 @@ impl Hub {
             live_tasks: AtomicUsize::new(0),
             all_closed: Notify::new(),
             shutdown,
+            agents_generation: AtomicU64::new(0),
         })
     }
 
     fn conns(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Arc<Conn>>> {
         self.conns.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A counter bumped whenever this process changes an agent's
+    /// membership or online state (hello, disconnect, enrollment, retire);
+    /// the agent-list snapshot is rebuilt when it moved.
+    pub fn agents_generation(&self) -> u64 {
+        self.agents_generation.load(Ordering::Acquire)
+    }
+
+    /// Records an agent membership/online change (see [`Hub::agents_generation`]).
+    pub fn agents_changed(&self) {
+        self.agents_generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Number of agents connected to this process.
@@ -176,7 +190,7 @@ impl Hub {
     /// store on the next kick or reconnect).
     pub fn try_send(&self, agent_id: Uuid, msg: Message) -> bool {
         match self.conn(agent_id) {
-            Some(c) => match c.out.try_send(msg) {
+            Some(c) => match c.out.try_send(Box::new(msg)) {
                 Ok(()) => true,
                 Err(_) => {
                     c.kick.notify_one();
@@ -291,7 +305,10 @@ impl Hub {
         if enrollments {
             match self.store.sweep_enrollments(now).await {
                 Ok(0) => {}
-                Ok(n) => tracing::info!(removed = n, "swept enrollment tokens"),
+                Ok(n) => {
+                    self.agents_changed();
+                    tracing::info!(removed = n, "swept enrollment tokens");
+                }
                 Err(e) => tracing::warn!(error = %e, "enrollment sweep failed"),
             }
         }
@@ -408,6 +425,7 @@ impl Hub {
                 return;
             }
         };
+        self.agents_changed();
         for old in replaced {
             tracing::info!(old = %old, new = %agent_id, "agent identity deduplicated by machine_uid");
             self.disconnect(old);
@@ -468,7 +486,7 @@ impl Hub {
                     None => Flow::Close(close_code::NORMAL, ""),
                 },
                 Some(m) = out_rx.recv() => {
-                    if let Message::CancelCommand(c) = &m {
+                    if let Message::CancelCommand(c) = &*m {
                         s.sent_cancels.insert(c.command_id);
                     }
                     if self.send(&mut s, &mut ws, &m).await { Flow::Continue } else { Flow::Close(close_code::NORMAL, "") }
@@ -507,6 +525,7 @@ impl Hub {
         {
             tracing::warn!(error = %e, agent = %agent_id, "cannot record disconnect");
         }
+        self.agents_changed();
     }
 
     fn heartbeat_secs(&self) -> u32 {

@@ -78,6 +78,8 @@ pub struct App {
     pub public_url: String,
     /// Bounds concurrent argon2 work (memory-hard: 19 MiB each).
     pub hash_permits: Semaphore,
+    /// The `GET /api/agents` snapshot.
+    pub agent_list: api::AgentListCache,
 }
 
 impl std::fmt::Debug for App {
@@ -185,6 +187,7 @@ pub async fn create_bundle(
             }
             other => other.into(),
         })?;
+    state.hub.agents_changed();
     api::audit(
         state,
         actor,
@@ -284,6 +287,7 @@ pub async fn open_state(
         hub,
         public_url: public_url.trim_end_matches('/').to_owned(),
         hash_permits: Semaphore::new(4),
+        agent_list: api::AgentListCache::default(),
         config,
     }));
     if let Some((email, password)) = state.config.admin.clone() {

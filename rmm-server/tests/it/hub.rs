@@ -573,3 +573,59 @@ async fn metrics_count_connections_and_results() {
     );
     assert!(text.contains("rmm_command_results_total 1"), "{text}");
 }
+
+/// Two server replicas over one PostgreSQL schema: a command posted to
+/// replica A reaches an agent connected to replica B (NOTIFY), and B's
+/// result is visible through A.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_postgres() {
+    let Some(schema) = crate::common::PgSchema::create().await else {
+        return;
+    };
+    let url = schema.url();
+    let (u1, u2) = (url.clone(), url.clone());
+    let a = TestServer::start_with(move |c| {
+        c.database_url = Some(u1);
+        c.sweep_interval = Duration::from_secs(30); // keep the poll fallback out of the way
+    })
+    .await;
+    let b = TestServer::start_with(move |c| {
+        c.database_url = Some(u2);
+        c.admin = None;
+        c.sweep_interval = Duration::from_secs(30);
+    })
+    .await;
+    let token = a.admin().await;
+    let (id, secret) = a.enroll("shared").await;
+    let mut agent = FakeAgent::connect(b.addr(), id, &secret).await.unwrap();
+    agent.hello("m-shared").await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // B's LISTEN is up
+    let started = std::time::Instant::now();
+    let c = a
+        .submit(
+            &token,
+            id,
+            json!({"command_type": "sh", "command": "hostname"}),
+        )
+        .await;
+    assert_eq!(expect_run(&mut agent).await.command_id, c);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "delivery across replicas took {:?}",
+        started.elapsed()
+    );
+    agent.send(&output(c, OutputStream::Stdout, 0, "b\n")).await;
+    agent
+        .send(&result(c, CommandOutcome::Completed, Some(0), 2, 0))
+        .await;
+    expect_ack(&mut agent, c).await;
+    let got = a.command(&token, c).await;
+    assert_eq!(
+        (got["status"].as_str(), got["stdout"].as_str()),
+        (Some("completed"), Some("b\n"))
+    );
+    // B accepts A's tokens (shared secret) and sees the agent online
+    let listed = b.call("GET", "/api/agents", Some(&token), None).await.1;
+    assert_eq!(listed[0]["status"], "online");
+    drop(schema);
+}
