@@ -160,5 +160,104 @@ async fn main() -> anyhow::Result<()> {
     );
     let _ = agent.kill();
     let _ = agent.wait();
+    agent_only(&agent_bin, tmp.path(), runs).await
+}
+
+/// The agent's share: run_command -> command_result against a bare peer.
+async fn agent_only(
+    agent_bin: &std::path::Path,
+    dir: &std::path::Path,
+    runs: usize,
+) -> anyhow::Result<()> {
+    use futures_util::{SinkExt, StreamExt};
+    use rmm_core::protocol::{
+        AgentSettings, Codec, CommandContext, CommandRef, CommandType, Frame, Limits, Message,
+        RunCommand, Welcome,
+    };
+    use tokio_tungstenite::tungstenite::Message as Ws;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let state = dir.join("agent-only");
+    let id = rmm_agent::identity::Identity {
+        server_url: url,
+        agent_id: uuid::Uuid::new_v4(),
+        agent_secret: "bench-secret".into(),
+        server_cert_sha256: None,
+        agent_name: "bench".into(),
+        channel: "stable".into(),
+    };
+    rmm_agent::identity::StateDir::open(&state)?.store_identity(&id)?;
+    let mut agent = Command::new(agent_bin)
+        .args(["run", "--state-dir"])
+        .arg(&state)
+        .env("RMM_AGENT_INITIAL_DELAY_MS", "0")
+        .env("RMM_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let (sock, _) = listener.accept().await?;
+    sock.set_nodelay(true)?;
+    let mut ws = tokio_tungstenite::accept_async(sock).await?;
+    let codec = Codec::new(Limits {
+        max_control: 64 << 20,
+        ..Limits::default()
+    });
+    let send = |m: Message| {
+        Ws::Binary(
+            codec
+                .encode_to_vec(&Frame::Control(m))
+                .unwrap_or_default()
+                .into(),
+        )
+    };
+    let _hello = ws.next().await;
+    ws.send(send(Message::Welcome(Welcome {
+        protocol: 1,
+        agent_id: id.agent_id,
+        heartbeat_interval_secs: 30,
+        settings: AgentSettings::default(),
+    })))
+    .await?;
+    let mut v = Vec::with_capacity(runs);
+    for i in 0..runs + 5 {
+        let cmd = RunCommand {
+            command_id: uuid::Uuid::new_v4(),
+            command_type: CommandType::Sh,
+            command: "true".into(),
+            context: CommandContext::System,
+            timeout_secs: None,
+        };
+        let t = Instant::now();
+        ws.send(send(Message::RunCommand(cmd.clone()))).await?;
+        loop {
+            let Some(Ok(Ws::Binary(b))) = ws.next().await else {
+                anyhow::bail!("peer closed")
+            };
+            if let Ok(Frame::Control(Message::CommandResult(r))) = codec.decode_message(&b)
+                && r.command_id == cmd.command_id
+            {
+                break;
+            }
+        }
+        if i >= 5 {
+            v.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        ws.send(send(Message::CommandAck(CommandRef {
+            command_id: cmd.command_id,
+        })))
+        .await?;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "`true` agent-only (run_command -> command_result, incl. fsyncs), {} runs: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms",
+        v.len(),
+        percentile(&v, 0.5),
+        percentile(&v, 0.9),
+        percentile(&v, 0.99)
+    );
+    let _ = agent.kill();
+    let _ = agent.wait();
     Ok(())
 }
