@@ -181,6 +181,14 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 install_unit: install_unit.clone(),
                 timeout: Duration::from_secs(60),
             };
+            if let Ok(old) = rmm_agent::identity::Identity::load(&opts.state_dir) {
+                eprintln!(
+                    "note: replacing the identity of agent {} ({}) in {}",
+                    old.agent_name,
+                    old.agent_id,
+                    opts.state_dir.display()
+                );
+            }
             let (id, state) = enroll(&opts).await?;
             println!(
                 "enrolled as {} ({}) with {}; identity stored in {}",

@@ -2,7 +2,7 @@
 //! and the store bookkeeping around each run.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -25,7 +25,12 @@ pub struct Executor {
     running: AtomicU32,
     max_output: AtomicU64,
     idle: tokio::sync::Notify,
+    stopping: AtomicBool,
 }
+
+/// The error of a command killed because the agent was stopped.
+pub const STOPPED_ERROR: &str =
+    "agent stopped while the command was running; it was killed and will not be run again";
 
 fn result_without_run(id: Uuid, outcome: CommandOutcome, error: String) -> CommandResult {
     CommandResult {
@@ -56,6 +61,7 @@ impl Executor {
             running: AtomicU32::new(0),
             max_output: AtomicU64::new(d.max_output_bytes),
             idle: tokio::sync::Notify::new(),
+            stopping: AtomicBool::new(false),
         })
     }
 
@@ -120,6 +126,12 @@ impl Executor {
                 _ = signal.cancelled() => None,
             };
             let Some(_permit) = permit else {
+                if me.stopping.load(Ordering::Relaxed) {
+                    // Never started: leave no trace, so the server delivers
+                    // it again after the restart and it runs then.
+                    me.done(id);
+                    return;
+                }
                 let r = result_without_run(
                     id,
                     CommandOutcome::Cancelled,
@@ -159,6 +171,11 @@ impl Executor {
             };
             let cap = me.max_output.load(Ordering::Relaxed);
             let mut result = me.runner.execute(&cmd, cap, &mut sink, signal).await;
+            if me.stopping.load(Ordering::Relaxed) && result.outcome == CommandOutcome::Cancelled {
+                // Not an operator's cancel: the service is stopping.
+                result.outcome = CommandOutcome::Failed;
+                result.error = Some(STOPPED_ERROR.into());
+            }
             if let Some(e) = write_failed {
                 result
                     .error
@@ -192,9 +209,13 @@ impl Executor {
         }
     }
 
-    /// Cancels everything and waits (at most `wait`) for the results to be
-    /// stored. Used on shutdown, so no command is left "started" on disk.
+    /// Stops everything and waits (at most `wait`) for the results to be
+    /// stored. Used on shutdown, so no command is left "started" on disk:
+    /// running commands are killed (SIGTERM, grace, SIGKILL) and reported
+    /// `failed` with [`STOPPED_ERROR`]; queued ones were never started, are
+    /// forgotten, and run when the server delivers them again.
     pub async fn shutdown(&self, wait: Duration) {
+        self.stopping.store(true, Ordering::Relaxed);
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let idle = self.idle.notified();

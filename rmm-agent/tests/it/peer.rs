@@ -297,3 +297,56 @@ async fn malformed_and_unknown_messages_do_not_drop_the_connection() {
         CommandOutcome::Completed
     );
 }
+
+#[tokio::test]
+async fn stopping_the_agent_kills_running_commands_and_reports_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let marker = tmp.path().join("ran");
+    let peer = Peer::bind().await;
+    write_identity(&state, &peer.url);
+    let agent = spawn_agent(&state, &[]);
+    let settings = AgentSettings {
+        max_output_bytes: 1 << 20,
+        max_concurrent_commands: 1,
+    };
+    let mut c = peer.accept(settings.clone(), 30, T).await;
+    let running = sh("echo up; sleep 300");
+    let queued = sh(&format!("echo run >> {}", marker.display()));
+    c.send(Message::RunCommand(running.clone())).await;
+    c.send(Message::RunCommand(queued.clone())).await;
+    let t0 = Instant::now();
+    while c.out(running.command_id, OutputStream::Stdout).is_empty() && t0.elapsed() < T {
+        let _ = c.recv(Duration::from_millis(200)).await;
+    }
+    // SIGTERM, as systemd does on stop.
+    let pid = nix::unistd::Pid::from_raw(agent.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let mut agent = agent;
+    let status = tokio::task::spawn_blocking(move || {
+        let s = agent.child.wait().unwrap();
+        (s, agent)
+    })
+    .await
+    .unwrap()
+    .0;
+    assert!(status.success(), "{status:?}");
+    drop(c);
+
+    let _agent = spawn_agent(&state, &[]);
+    let mut c = peer.accept(settings, 30, T).await;
+    // Unacknowledged: the killed command's result arrives on reconnect.
+    let r = c.result(running.command_id, T).await;
+    assert_eq!(r.outcome, CommandOutcome::Failed);
+    assert!(
+        r.error
+            .as_deref()
+            .unwrap()
+            .contains("agent stopped while the command was running")
+    );
+    // The queued one left no trace: re-delivered, it runs now.
+    c.send(Message::RunCommand(queued.clone())).await;
+    let r = c.result(queued.command_id, T).await;
+    assert_eq!(r.outcome, CommandOutcome::Completed);
+    assert_eq!(runs(&marker), 1);
+}
