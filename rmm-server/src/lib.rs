@@ -264,6 +264,21 @@ pub async fn open_state(
     public_url: String,
     shutdown: watch::Receiver<bool>,
 ) -> Result<AppState, ServerError> {
+    if let Some(pin) = &config.server_cert_sha256
+        && (pin.len() != 64
+            || !pin
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+    {
+        return Err(ServerError::Config(
+            "the server certificate pin must be 64 lowercase hex characters (sha256)".into(),
+        ));
+    }
+    if config.body_limit < 1024 {
+        return Err(ServerError::Config(
+            "the body limit must be at least 1024 bytes".into(),
+        ));
+    }
     std::fs::create_dir_all(&config.data_dir).map_err(|e| {
         ServerError::io(
             format!("cannot create data dir {}", config.data_dir.display()),

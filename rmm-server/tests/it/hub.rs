@@ -629,3 +629,99 @@ async fn replicas_share_postgres() {
     assert_eq!(listed[0]["status"], "online");
     drop(schema);
 }
+
+/// An agent that stops reading cannot stall the others: its socket fills,
+/// its sends time out and it is dropped, while another agent's commands
+/// keep flowing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_agent_does_not_slow_the_others() {
+    let srv = TestServer::start_with(|c| c.send_timeout = Duration::from_secs(2)).await;
+    let tech = srv.user("technician").await;
+    let (stalled_id, stalled_secret) = srv.enroll("stalled").await;
+    let mut stalled = FakeAgent::connect(srv.addr(), stalled_id, &stalled_secret)
+        .await
+        .unwrap();
+    stalled.hello("m-stalled").await;
+    let (mut healthy, _) = srv.agent("healthy", "m-healthy").await;
+    // ~24 MiB of scripts for an agent that never reads
+    let script = "x".repeat(4 * 1024 * 1024);
+    let mut queued = Vec::new();
+    for _ in 0..6 {
+        queued.push(
+            srv.submit(
+                &tech,
+                stalled.id,
+                json!({"command_type": "sh", "command": script}),
+            )
+            .await,
+        );
+    }
+    let started = std::time::Instant::now();
+    for i in 0..5 {
+        let c = srv
+            .submit(
+                &tech,
+                healthy.id,
+                json!({"command_type": "sh", "command": format!("echo {i}")}),
+            )
+            .await;
+        assert_eq!(expect_run(&mut healthy).await.command_id, c);
+        healthy
+            .send(&result(c, CommandOutcome::Completed, Some(0), 0, 0))
+            .await;
+        expect_ack(&mut healthy, c).await;
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "healthy agent slowed: {:?}",
+        started.elapsed()
+    );
+    // the stalled agent is dropped once a send times out
+    let admin = srv.admin().await;
+    let mut dropped = false;
+    for _ in 0..100 {
+        let a = srv
+            .call(
+                "GET",
+                &format!("/api/agents/{}", stalled.id),
+                Some(&admin),
+                None,
+            )
+            .await
+            .1;
+        if a["status"] == "offline" {
+            dropped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(dropped, "stalled agent still connected");
+    drop(stalled);
+    // nothing was lost: every command arrives after reconnecting
+    let mut again = FakeAgent::connect(srv.addr(), stalled_id, &stalled_secret)
+        .await
+        .unwrap();
+    again.hello("m-stalled").await;
+    let mut got = Vec::new();
+    for _ in 0..6 {
+        got.push(expect_run(&mut again).await.command_id);
+    }
+    got.sort();
+    queued.sort();
+    assert_eq!(got, queued);
+}
+
+#[tokio::test]
+async fn agent_route_without_upgrade_is_a_json_error() {
+    let srv = TestServer::start().await;
+    let (id, secret) = srv.enroll("a").await;
+    let resp = srv
+        .http
+        .get(srv.url("/api/v1/agent/ws"))
+        .header("authorization", format!("Agent {id}:{secret}"))
+        .send()
+        .await
+        .unwrap();
+    let got = crate::common::decode(resp).await;
+    crate::common::assert_error(&got, 400, "websocket_required");
+}
