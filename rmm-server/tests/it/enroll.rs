@@ -90,6 +90,19 @@ async fn bundle_script_and_payload_once() {
             !script.contains(&format!("--token {token}")),
             "token never on argv"
         );
+        // it is valid bash
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), script).unwrap();
+        let check = std::process::Command::new("bash")
+            .arg("-n")
+            .arg(file.path())
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "{}",
+            String::from_utf8_lossy(&check.stderr)
+        );
     }
     // the build the script downloads is served with its digest
     let resp = srv

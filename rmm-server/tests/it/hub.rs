@@ -635,7 +635,7 @@ async fn replicas_share_postgres() {
 /// keep flowing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_agent_does_not_slow_the_others() {
-    let srv = TestServer::start_with(|c| c.send_timeout = Duration::from_secs(2)).await;
+    let srv = TestServer::start_with(|c| c.send_timeout = Duration::from_secs(5)).await;
     let tech = srv.user("technician").await;
     let (stalled_id, stalled_secret) = srv.enroll("stalled").await;
     let mut stalled = FakeAgent::connect(srv.addr(), stalled_id, &stalled_secret)
