@@ -1,14 +1,14 @@
 //! The command executor: a concurrency limit with a queue, cancellation,
 //! and the store bookkeeping around each run.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rmm_core::io::{Clock, SystemClock};
 use rmm_core::protocol::{CommandOutcome, CommandResult, RunCommand};
-use tokio::sync::Semaphore;
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::runner::{CancelHandle, ProcessRunner, cancel_pair};
@@ -20,12 +20,44 @@ pub struct Executor {
     runner: ProcessRunner,
     store: Arc<Store>,
     active: Mutex<HashMap<Uuid, CancelHandle>>,
-    sem: Arc<Semaphore>,
-    limit: Mutex<u32>,
+    gate: Mutex<Gate>,
     running: AtomicU32,
     max_output: AtomicU64,
     idle: tokio::sync::Notify,
     stopping: AtomicBool,
+}
+
+/// The concurrency gate: slots are handed out strictly in arrival order.
+#[derive(Debug)]
+struct Gate {
+    limit: usize,
+    busy: usize,
+    queue: VecDeque<(Uuid, oneshot::Sender<()>)>,
+}
+
+impl Gate {
+    /// Hands free slots to the longest-waiting commands still waiting.
+    fn pump(&mut self) {
+        while self.busy < self.limit {
+            let Some((_, tx)) = self.queue.pop_front() else {
+                break;
+            };
+            if tx.send(()).is_ok() {
+                self.busy += 1;
+            }
+        }
+    }
+}
+
+/// A held slot; released (and handed on) when dropped.
+struct Slot<'a>(&'a Executor);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut g = self.0.gate();
+        g.busy = g.busy.saturating_sub(1);
+        g.pump();
+    }
 }
 
 /// The error of a command killed because the agent was stopped.
@@ -56,8 +88,11 @@ impl Executor {
             runner,
             store,
             active: Mutex::new(HashMap::new()),
-            sem: Arc::new(Semaphore::new(d.max_concurrent_commands as usize)),
-            limit: Mutex::new(d.max_concurrent_commands),
+            gate: Mutex::new(Gate {
+                limit: d.max_concurrent_commands as usize,
+                busy: 0,
+                queue: VecDeque::new(),
+            }),
             running: AtomicU32::new(0),
             max_output: AtomicU64::new(d.max_output_bytes),
             idle: tokio::sync::Notify::new(),
@@ -73,34 +108,14 @@ impl Executor {
     pub fn apply(&self, settings: &rmm_core::protocol::AgentSettings) {
         self.max_output
             .store(settings.max_output_bytes, Ordering::Relaxed);
-        let new = settings.max_concurrent_commands.clamp(1, 1024);
-        let mut cur = self.limit.lock().unwrap_or_else(|p| p.into_inner());
-        if new > *cur {
-            self.sem.add_permits((new - *cur) as usize);
-        } else if new < *cur {
-            // Take the surplus permits now where they are free (so commands
-            // arriving right after the welcome see the new limit), and from
-            // running commands as they finish.
-            let mut n = *cur - new;
-            while n > 0 {
-                match self.sem.try_acquire() {
-                    Ok(p) => {
-                        p.forget();
-                        n -= 1;
-                    }
-                    Err(_) => break,
-                }
-            }
-            if n > 0 {
-                let sem = self.sem.clone();
-                tokio::spawn(async move {
-                    if let Ok(p) = sem.acquire_many_owned(n).await {
-                        p.forget();
-                    }
-                });
-            }
-        }
-        *cur = new;
+        // A lower limit takes effect as running commands finish.
+        let mut g = self.gate();
+        g.limit = settings.max_concurrent_commands.clamp(1, 1024) as usize;
+        g.pump();
+    }
+
+    fn gate(&self) -> MutexGuard<'_, Gate> {
+        self.gate.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Whether `id` is queued or running here.
@@ -119,13 +134,37 @@ impl Executor {
         let id = cmd.command_id;
         let (handle, mut signal) = cancel_pair();
         self.active().insert(id, handle);
+        // Take a slot or a place in the queue now, in arrival order.
+        let waiter = {
+            let mut g = self.gate();
+            if g.busy < g.limit && g.queue.is_empty() {
+                g.busy += 1;
+                None
+            } else {
+                let (tx, rx) = oneshot::channel();
+                g.queue.push_back((id, tx));
+                Some(rx)
+            }
+        };
         let me = self.clone();
         tokio::spawn(async move {
-            let permit = tokio::select! {
-                p = me.sem.clone().acquire_owned() => p.ok(),
-                _ = signal.cancelled() => None,
+            let granted = match waiter {
+                None => true,
+                Some(mut rx) => tokio::select! {
+                    r = &mut rx => r.is_ok(),
+                    _ = signal.cancelled() => {
+                        me.gate().queue.retain(|(q, _)| *q != id);
+                        // A slot handed over just before the cancel is
+                        // passed on, not leaked.
+                        if rx.try_recv().is_ok() {
+                            drop(Slot(&me));
+                        }
+                        false
+                    }
+                },
             };
-            let Some(_permit) = permit else {
+            let slot = granted.then(|| Slot(&me));
+            let Some(_slot) = slot else {
                 if me.stopping.load(Ordering::Relaxed) {
                     // Never started: leave no trace, so the server delivers
                     // it again after the restart and it runs then.

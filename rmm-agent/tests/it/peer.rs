@@ -350,3 +350,32 @@ async fn stopping_the_agent_kills_running_commands_and_reports_them() {
     assert_eq!(r.outcome, CommandOutcome::Completed);
     assert_eq!(runs(&marker), 1);
 }
+
+#[tokio::test]
+async fn queued_commands_start_in_arrival_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let order = tmp.path().join("order");
+    let peer = Peer::bind().await;
+    write_identity(&state, &peer.url);
+    let _agent = spawn_agent(&state, &[]);
+    let settings = AgentSettings {
+        max_output_bytes: 1 << 20,
+        max_concurrent_commands: 1,
+    };
+    let mut c = peer.accept(settings, 30, T).await;
+    let cmds: Vec<RunCommand> = (0..6)
+        .map(|i| sh(&format!("echo {i} >> {}", order.display())))
+        .collect();
+    for cmd in &cmds {
+        c.send(Message::RunCommand(cmd.clone())).await;
+    }
+    for cmd in &cmds {
+        assert_eq!(
+            c.result(cmd.command_id, T).await.outcome,
+            CommandOutcome::Completed
+        );
+    }
+    let got = std::fs::read_to_string(&order).unwrap();
+    assert_eq!(got, "0\n1\n2\n3\n4\n5\n");
+}
