@@ -909,6 +909,50 @@ pub async fn list_commands(
     ))
 }
 
+/// One plugin's latest result on an agent.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InventoryView {
+    /// Plugin name.
+    pub plugin: String,
+    /// What it printed (JSON; `"unknown"` when it failed).
+    #[schema(value_type = Object)]
+    pub result: serde_json::Value,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+    /// When the agent collected it.
+    pub collected_at: String,
+    /// When the server received it.
+    pub received_at: String,
+}
+
+/// An agent's plugin results (SPEC §8), by plugin name.
+#[utoipa::path(get, path = "/api/agents/{id}/inventory", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "agent id")),
+    responses((status = 200, body = [InventoryView]), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn agent_inventory(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiPath(agent_id): ApiPath<Uuid>,
+) -> Result<Json<Vec<InventoryView>>, ApiError> {
+    user.require(Role::Readonly)?;
+    if state.store.get_agent(agent_id).await?.is_none() {
+        return Err(ApiError::not_found("no such agent"));
+    }
+    let items = state.store.list_inventory(agent_id).await?;
+    Ok(Json(
+        items
+            .into_iter()
+            .map(|i| InventoryView {
+                plugin: i.plugin,
+                result: i.result,
+                error: i.error,
+                collected_at: ts(i.collected_at),
+                received_at: ts(i.received_at),
+            })
+            .collect(),
+    ))
+}
+
 /// Lists users.
 #[utoipa::path(get, path = "/api/users", security(("bearer" = [])),
     responses((status = 200, body = [UserView]), (status = 403, body = ErrorBody)))]
@@ -1345,13 +1389,13 @@ pub async fn healthz(State(state): State<AppState>) -> Result<Json<serde_json::V
     info(title = "rmm-server", description = "rmm reference server HTTP API (SPEC §2)"),
     paths(
         login, list_agents, get_agent, delete_agent, submit_command, get_command, cancel_command,
-        list_commands, list_users, create_user, update_user, delete_user, list_audit,
+        list_commands, agent_inventory, list_users, create_user, update_user, delete_user, list_audit,
         create_enrollment, enrollment_file, agent_ws, list_downloads, download, metrics, healthz
     ),
     components(schemas(
         ErrorBody, AgentView, CommandView, UserView, AuditView, LoginRequest, TokenResponse,
         CommandRequest, CommandAccepted, EnrollRequest, EnrollResponse, ChannelWord, UserCreate,
-        UserUpdate, ReleaseView, Role
+        UserUpdate, ReleaseView, Role, InventoryView
     )),
     modifiers(&BearerAuth)
 )]
@@ -1414,6 +1458,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/agents/{id}", get(get_agent).delete(delete_agent))
         .route("/api/agents/{id}/command", post(submit_command))
         .route("/api/agents/{id}/commands", get(list_commands))
+        .route("/api/agents/{id}/inventory", get(agent_inventory))
         .route("/api/commands/{id}", get(get_command))
         .route("/api/commands/{id}/cancel", post(cancel_command))
         .route("/api/users", get(list_users).post(create_user))

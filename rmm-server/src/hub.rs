@@ -35,7 +35,7 @@ use uuid::Uuid;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::now_ms;
-use crate::store::{AgentHello, FinishOutcome, NewAudit, Store};
+use crate::store::{AgentHello, FinishOutcome, InventoryItem, NewAudit, Store};
 
 /// WebSocket close codes used by the hub.
 pub mod close_code {
@@ -74,7 +74,12 @@ pub struct Hub {
     all_closed: Notify,
     shutdown: watch::Receiver<bool>,
     agents_generation: AtomicU64,
+    public_url: String,
+    releases: Mutex<Option<(Instant, Arc<rmm_core::channel::ReleaseIndex>)>>,
 }
+
+/// How long a scan of the downloads directory is reused.
+const RELEASE_INDEX_TTL: Duration = Duration::from_secs(10);
 
 impl std::fmt::Debug for Hub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -123,6 +128,7 @@ impl Hub {
         config: Arc<Config>,
         metrics: Arc<Metrics>,
         shutdown: watch::Receiver<bool>,
+        public_url: String,
     ) -> Arc<Hub> {
         Arc::new(Hub {
             store,
@@ -134,6 +140,8 @@ impl Hub {
             all_closed: Notify::new(),
             shutdown,
             agents_generation: AtomicU64::new(0),
+            public_url: public_url.trim_end_matches('/').to_owned(),
+            releases: Mutex::new(None),
         })
     }
 
@@ -464,6 +472,12 @@ impl Hub {
             true => self.deliver(&mut s, &mut ws, true).await,
             false => Flow::Close(close_code::NORMAL, "send failed"),
         };
+        if let Flow::Continue = flow
+            && let Some(offer) = self.update_offer(&hello).await
+            && !self.send(&mut s, &mut ws, &offer).await
+        {
+            flow = Flow::Close(close_code::NORMAL, "");
+        }
 
         // 2. the connection loop.
         let interval = Duration::from_secs(u64::from(self.heartbeat_secs()));
@@ -526,6 +540,60 @@ impl Hub {
             tracing::warn!(error = %e, agent = %agent_id, "cannot record disconnect");
         }
         self.agents_changed();
+    }
+
+    /// The downloads directory's release index, rescanned at most every
+    /// [`RELEASE_INDEX_TTL`].
+    async fn release_index(&self) -> Option<Arc<rmm_core::channel::ReleaseIndex>> {
+        let dir = self.config.downloads_dir.clone()?;
+        {
+            let cached = self.releases.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((at, index)) = cached.as_ref()
+                && at.elapsed() < RELEASE_INDEX_TTL
+            {
+                return Some(index.clone());
+            }
+        }
+        let scanned = tokio::task::spawn_blocking(move || rmm_core::channel::scan_dir(dir)).await;
+        let index = match scanned {
+            Ok(Ok(report)) => Arc::new(report.index),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot scan the downloads directory");
+                return None;
+            }
+            Err(_) => return None,
+        };
+        *self.releases.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((Instant::now(), index.clone()));
+        Some(index)
+    }
+
+    /// An `update_available` for an agent that runs an older build than
+    /// the newest one its channel may have (SPEC §5), if any.
+    async fn update_offer(&self, hello: &rmm_core::protocol::Hello) -> Option<Message> {
+        use rmm_core::channel::{Arch, Channel, Os, Version};
+        let index = self.release_index().await?;
+        let os: Os = hello.os.parse().ok()?;
+        let arch = Arch::new(&hello.arch).ok()?;
+        let channel = if hello.channel == "beta" {
+            Channel::Beta
+        } else {
+            Channel::Stable
+        };
+        let current = Version::parse(&hello.agent_version).ok()?;
+        let release = index.latest_for(os, &arch, channel, Some(&current))?;
+        Some(Message::UpdateAvailable(
+            rmm_core::protocol::UpdateAvailable {
+                version: release.version().to_string(),
+                url: format!(
+                    "{}/api/v1/downloads/{}",
+                    self.public_url,
+                    release.file_name()
+                ),
+                sha256: release.sha256().to_string(),
+                channel: release.channel().as_str().to_owned(),
+            },
+        ))
     }
 
     fn heartbeat_secs(&self) -> u32 {
@@ -658,7 +726,28 @@ impl Hub {
                     .await;
                 return Flow::Continue;
             }
-            Message::Inventory(_) | Message::Unknown | Message::Error(_) => return Flow::Continue,
+            Message::Inventory(inv) => {
+                if !valid_plugin_name(&inv.plugin) {
+                    self.send_error(
+                        s,
+                        ws,
+                        "bad_message",
+                        "inventory plugin name must be 1-128 characters of [A-Za-z0-9._-]",
+                    )
+                    .await;
+                    return Flow::Continue;
+                }
+                let item = InventoryItem {
+                    agent_id: agent,
+                    plugin: inv.plugin,
+                    result: inv.result,
+                    error: inv.error.map(|e| clip(&e, 4096)),
+                    collected_at: i64::try_from(inv.collected_at_ms).unwrap_or(i64::MAX),
+                    received_at: now_ms(),
+                };
+                self.store.put_inventory(&item).await.map(|_| ())
+            }
+            Message::Unknown | Message::Error(_) => return Flow::Continue,
             other => {
                 let text = format!("{} is not a message an agent sends", other.kind());
                 self.send_error(s, ws, "bad_message", &text).await;
@@ -822,6 +911,14 @@ fn clip(s: &str, max: usize) -> String {
         end -= 1;
     }
     s[..end].to_owned()
+}
+
+fn valid_plugin_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 fn ms(d: Duration) -> i64 {

@@ -289,7 +289,14 @@ pub async fn open_state(
     let secret = jwt_secret(&config)?;
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::default());
-    let hub = Hub::new(store.clone(), config.clone(), metrics.clone(), shutdown);
+    let public_url = public_url.trim_end_matches('/').to_owned();
+    let hub = Hub::new(
+        store.clone(),
+        config.clone(),
+        metrics.clone(),
+        shutdown,
+        public_url.clone(),
+    );
     let state = AppState(Arc::new(App {
         jwt: JwtKeys::new(&secret, config.token_ttl),
         throttle: LoginThrottle::new(
@@ -300,7 +307,7 @@ pub async fn open_state(
         store,
         metrics,
         hub,
-        public_url: public_url.trim_end_matches('/').to_owned(),
+        public_url,
         hash_permits: Semaphore::new(4),
         agent_list: api::AgentListCache::default(),
         config,

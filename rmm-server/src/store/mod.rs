@@ -433,6 +433,23 @@ pub struct ExpiredCommand {
     pub status: CommandStatus,
 }
 
+/// The latest result of one plugin on one agent (SPEC §8).
+#[derive(Debug, Clone, PartialEq)]
+pub struct InventoryItem {
+    /// The agent.
+    pub agent_id: Uuid,
+    /// The plugin's name.
+    pub plugin: String,
+    /// What it printed (JSON; `"unknown"` when it failed).
+    pub result: serde_json::Value,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+    /// When the agent collected it (unix ms, agent clock).
+    pub collected_at: i64,
+    /// When the server received it (unix ms).
+    pub received_at: i64,
+}
+
 /// An audit record to append.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewAudit {
@@ -598,6 +615,12 @@ pub trait Store: Send + Sync + 'static {
     /// Starts listening for [`Store::notify_agent`] announcements from
     /// other replicas (PostgreSQL `LISTEN`); `None` for SQLite.
     fn work_notifications(&self) -> Option<tokio::sync::mpsc::Receiver<Uuid>>;
+
+    /// Stores a plugin result, unless a newer one (by `collected_at`) is
+    /// held; true when stored.
+    fn put_inventory<'a>(&'a self, item: &'a InventoryItem) -> StoreFuture<'a, bool>;
+    /// The latest result of each plugin of an agent, by plugin name.
+    fn list_inventory(&self, agent_id: Uuid) -> StoreFuture<'_, Vec<InventoryItem>>;
 
     /// Appends an audit record.
     fn append_audit<'a>(&'a self, entry: &'a NewAudit) -> StoreFuture<'a, ()>;

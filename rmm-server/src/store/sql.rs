@@ -13,14 +13,24 @@ use uuid::Uuid;
 
 use super::{
     Agent, AgentHello, AppendOutcome, AuditEntry, CancelOutcome, Command, CommandStatus,
-    Enrollment, ExpiredCommand, FinishOutcome, NewAudit, NewCommand, NewEnrollment, PendingCommand,
-    Phase, Role, Store, StoreError, StoreFuture, User,
+    Enrollment, ExpiredCommand, FinishOutcome, InventoryItem, NewAudit, NewCommand, NewEnrollment,
+    PendingCommand, Phase, Role, Store, StoreError, StoreFuture, User,
 };
 
-const SQLITE_MIGRATIONS: &[(i64, &str)] =
-    &[(1, include_str!("../../migrations/sqlite/0001_init.sql"))];
-const PG_MIGRATIONS: &[(i64, &str)] =
-    &[(1, include_str!("../../migrations/postgres/0001_init.sql"))];
+const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/sqlite/0001_init.sql")),
+    (
+        2,
+        include_str!("../../migrations/sqlite/0002_inventory.sql"),
+    ),
+];
+const PG_MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/postgres/0001_init.sql")),
+    (
+        2,
+        include_str!("../../migrations/postgres/0002_inventory.sql"),
+    ),
+];
 
 /// Most commands handed to a connection per delivery round.
 const DELIVERY_BATCH: i64 = 64;
@@ -1093,6 +1103,56 @@ macro_rules! sql_store {
 
             fn work_notifications(&self) -> Option<tokio::sync::mpsc::Receiver<Uuid>> {
                 self.listen()
+            }
+
+            fn put_inventory<'a>(&'a self, item: &'a InventoryItem) -> StoreFuture<'a, bool> {
+                async move {
+                    let res = sqlx::query(
+                        "INSERT INTO inventory (agent_id, plugin, result, error, collected_at, received_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6) \
+                         ON CONFLICT (agent_id, plugin) DO UPDATE SET result = excluded.result, \
+                         error = excluded.error, collected_at = excluded.collected_at, \
+                         received_at = excluded.received_at \
+                         WHERE inventory.collected_at <= excluded.collected_at",
+                    )
+                    .bind(item.agent_id.to_string())
+                    .bind(&item.plugin)
+                    .bind(item.result.to_string())
+                    .bind(item.error.as_deref())
+                    .bind(item.collected_at)
+                    .bind(item.received_at)
+                    .execute(&self.writer)
+                    .await?;
+                    Ok(res.rows_affected() == 1)
+                }
+                .boxed()
+            }
+
+            fn list_inventory(&self, agent_id: Uuid) -> StoreFuture<'_, Vec<InventoryItem>> {
+                async move {
+                    let rows = sqlx::query(
+                        "SELECT agent_id, plugin, result, error, collected_at, received_at \
+                         FROM inventory WHERE agent_id = $1 ORDER BY plugin",
+                    )
+                    .bind(agent_id.to_string())
+                    .fetch_all(&self.reader)
+                    .await?;
+                    rows.iter()
+                        .map(|r| {
+                            let result: String = r.try_get("result")?;
+                            Ok(InventoryItem {
+                                agent_id: parse_uuid(&r.try_get::<String, _>("agent_id")?)?,
+                                plugin: r.try_get("plugin")?,
+                                result: serde_json::from_str(&result)
+                                    .map_err(|e| StoreError::Corrupt(format!("inventory json: {e}")))?,
+                                error: r.try_get("error")?,
+                                collected_at: r.try_get("collected_at")?,
+                                received_at: r.try_get("received_at")?,
+                            })
+                        })
+                        .collect()
+                }
+                .boxed()
             }
 
             fn append_audit<'a>(&'a self, e: &'a NewAudit) -> StoreFuture<'a, ()> {

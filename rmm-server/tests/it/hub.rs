@@ -725,3 +725,135 @@ async fn agent_route_without_upgrade_is_a_json_error() {
     let got = crate::common::decode(resp).await;
     crate::common::assert_error(&got, 400, "websocket_required");
 }
+
+#[tokio::test]
+async fn inventory_is_stored_per_plugin() {
+    let srv = TestServer::start().await;
+    let ro = srv.user("readonly").await;
+    let (mut agent, _) = srv.agent("inv", "m-inv").await;
+    let inv = |plugin: &str, result: serde_json::Value, at: u64| {
+        Message::Inventory(rmm_core::protocol::Inventory {
+            plugin: plugin.into(),
+            result,
+            error: None,
+            collected_at_ms: at,
+        })
+    };
+    agent
+        .send(&inv("disk_usage", json!({"/": 42}), now_ms()))
+        .await;
+    agent.send(&inv("bad/name", json!(1), now_ms())).await;
+    match agent.recv().await {
+        Some(Message::Error(e)) => assert_eq!(e.code, "bad_message"),
+        other => panic!("{other:?}"),
+    }
+    let path = format!("/api/agents/{}/inventory", agent.id);
+    let mut got = json!([]);
+    for _ in 0..50 {
+        got = srv.call("GET", &path, Some(&ro), None).await.1;
+        if got.as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(got.as_array().unwrap().len(), 1, "{got}");
+    assert_eq!(
+        (got[0]["plugin"].as_str(), got[0]["result"]["/"].as_i64()),
+        (Some("disk_usage"), Some(42))
+    );
+    crate::common::assert_error(
+        &srv.call(
+            "GET",
+            &format!("/api/agents/{}/inventory", Uuid::new_v4()),
+            Some(&ro),
+            None,
+        )
+        .await,
+        404,
+        "not_found",
+    );
+    crate::common::assert_error(
+        &srv.call("GET", "/api/agents/x/inventory", Some(&ro), None)
+            .await,
+        400,
+        "invalid_id",
+    );
+}
+
+#[tokio::test]
+async fn older_agents_are_offered_the_newest_build_of_their_channel() {
+    let downloads = tempfile::tempdir().unwrap();
+    for (version, channel) in [
+        ("0.1.0", None),
+        ("0.2.0", None),
+        ("0.3.0-beta.1", Some("beta")),
+    ] {
+        let name = format!("rmm-agent-linux-x86_64-{version}");
+        std::fs::write(downloads.path().join(&name), version).unwrap();
+        let digest = {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(version.as_bytes()))
+        };
+        std::fs::write(downloads.path().join(format!("{name}.sha256")), digest).unwrap();
+        if let Some(c) = channel {
+            std::fs::write(downloads.path().join(format!("{name}.channel")), c).unwrap();
+        }
+    }
+    let dl = downloads.path().to_owned();
+    let srv = TestServer::start_with(move |c| c.downloads_dir = Some(dl)).await;
+    // a stable agent on 0.1.0 is offered 0.2.0
+    let (id, secret) = srv.enroll("old").await;
+    let mut agent = FakeAgent::connect(srv.addr(), id, &secret).await.unwrap();
+    agent.hello("m-old").await;
+    match agent.recv().await {
+        Some(Message::UpdateAvailable(u)) => {
+            assert_eq!(
+                (u.version.as_str(), u.channel.as_str()),
+                ("0.2.0", "stable")
+            );
+            assert_eq!(
+                u.url,
+                srv.url("/api/v1/downloads/rmm-agent-linux-x86_64-0.2.0")
+            );
+            let body = srv
+                .http
+                .get(&u.url)
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
+            use sha2::Digest;
+            assert_eq!(hex::encode(sha2::Sha256::digest(&body)), u.sha256);
+        }
+        other => panic!("expected update_available, got {other:?}"),
+    }
+    // a beta agent is offered the beta build
+    let (id, secret) = srv.enroll("beta").await;
+    let mut agent = FakeAgent::connect(srv.addr(), id, &secret).await.unwrap();
+    let mut hello = agent.hello_msg("m-beta");
+    if let Message::Hello(h) = &mut hello {
+        h.channel = "beta".into();
+        h.agent_version = "0.2.0".into();
+    }
+    agent.send(&hello).await;
+    assert!(matches!(agent.recv().await, Some(Message::Welcome(_))));
+    match agent.recv().await {
+        Some(Message::UpdateAvailable(u)) => assert_eq!(
+            (u.version.as_str(), u.channel.as_str()),
+            ("0.3.0-beta.1", "beta")
+        ),
+        other => panic!("expected update_available, got {other:?}"),
+    }
+    // an up-to-date stable agent is offered nothing
+    let (id, secret) = srv.enroll("current").await;
+    let mut agent = FakeAgent::connect(srv.addr(), id, &secret).await.unwrap();
+    let mut hello = agent.hello_msg("m-current");
+    if let Message::Hello(h) = &mut hello {
+        h.agent_version = "0.2.0".into();
+    }
+    agent.send(&hello).await;
+    assert!(matches!(agent.recv().await, Some(Message::Welcome(_))));
+    assert!(agent.recv_within(Duration::from_millis(500)).await.is_err());
+}

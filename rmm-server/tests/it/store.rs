@@ -7,8 +7,8 @@ use rmm_core::protocol::{
     CommandContext, CommandOutcome, CommandResult, CommandType, OutputStream,
 };
 use rmm_server::store::{
-    AgentHello, AppendOutcome, CancelOutcome, CommandStatus, FinishOutcome, NewAudit, NewCommand,
-    NewEnrollment, Phase, Role, Store, StoreError, User,
+    AgentHello, AppendOutcome, CancelOutcome, CommandStatus, FinishOutcome, InventoryItem,
+    NewAudit, NewCommand, NewEnrollment, Phase, Role, Store, StoreError, User,
 };
 use uuid::Uuid;
 
@@ -60,6 +60,7 @@ conformance!(
     command_paging,
     audit_append_only,
     migrations_are_idempotent,
+    inventory_keeps_the_newest,
 );
 
 fn user(email: &str, role: Role) -> User {
@@ -906,4 +907,55 @@ async fn audit_log_is_append_only_in_sql() {
         );
         pool.close().await;
     }
+}
+
+async fn inventory_keeps_the_newest(store: Arc<dyn Store>) {
+    let a = enrolled(&store, "a").await;
+    let item = |plugin: &str, collected_at: i64, result: serde_json::Value| InventoryItem {
+        agent_id: a,
+        plugin: plugin.into(),
+        result,
+        error: None,
+        collected_at,
+        received_at: collected_at + 1,
+    };
+    assert!(
+        store
+            .put_inventory(&item("disk", 100, serde_json::json!({"free": 10})))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .put_inventory(&item("disk", 200, serde_json::json!({"free": 9})))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .put_inventory(&item("disk", 150, serde_json::json!({"free": 99})))
+            .await
+            .unwrap(),
+        "older result ignored"
+    );
+    let mut failed = item("apt", 100, serde_json::json!("unknown"));
+    failed.error = Some("apt not found".into());
+    assert!(store.put_inventory(&failed).await.unwrap());
+    let got = store.list_inventory(a).await.unwrap();
+    assert_eq!(
+        got.iter().map(|i| i.plugin.as_str()).collect::<Vec<_>>(),
+        ["apt", "disk"]
+    );
+    assert_eq!(got[1].result, serde_json::json!({"free": 9}));
+    assert_eq!(
+        (got[0].result.clone(), got[0].error.as_deref()),
+        (serde_json::json!("unknown"), Some("apt not found"))
+    );
+    assert!(
+        store
+            .list_inventory(Uuid::new_v4())
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
