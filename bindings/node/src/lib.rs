@@ -14,7 +14,7 @@
 //!   objects in, plain objects and typed errors out.
 //! - Every I/O method returns a Promise: the future runs on the one tokio
 //!   runtime napi-rs keeps per process, and the result (or a typed error
-//!   object, see [`errors`]) is converted on the JavaScript thread.
+//!   object, see the `errors` module) is converted on the JavaScript thread.
 
 mod channel;
 mod errors;

@@ -15,7 +15,7 @@
 //!   threads keep running; Ctrl-C is honoured), the `Async*` classes hand it
 //!   to asyncio through pyo3-async-runtimes.
 //! - One tokio runtime per process, re-created in a forked child, and
-//!   connection pools re-created there too ([`runtime`]).
+//!   connection pools re-created there too (module `runtime`).
 //!
 //! The type stubs are `python/rmm/_native.pyi`; the test suite checks them
 //! against this module with mypy's `stubtest`.
