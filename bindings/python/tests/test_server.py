@@ -279,3 +279,15 @@ def test_exceptions_pickle_with_their_attributes() -> None:
         "VM.Audit",
         "no",
     )
+
+
+def test_ctrl_c_interrupts_a_blocking_wait(client: rmm.Client, agent: Agent) -> None:
+    import _thread
+
+    timer = threading.Timer(0.3, _thread.interrupt_main)
+    timer.start()
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        client.run(agent.id, "sleep 10", timeout=15)
+    assert time.monotonic() - t0 < 3
+    timer.join()
