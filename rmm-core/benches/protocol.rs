@@ -57,7 +57,9 @@ fn data(c: &mut Criterion) {
     let mut wire = BytesMut::with_capacity(64 * 1024);
     g.bench_function("encode_decode_32KiB", |b| {
         b.iter(|| {
-            codec.encode_data(7, black_box(&payload), &mut wire).unwrap();
+            codec
+                .encode_data(7, black_box(&payload), &mut wire)
+                .unwrap();
             let f = codec.decode(&mut wire).unwrap().unwrap();
             black_box(f);
         })
