@@ -60,6 +60,9 @@ pub struct Config {
     pub outbound_queue: usize,
     /// Close an agent whose socket accepts nothing for this long.
     pub send_timeout: Duration,
+    /// An HTTP client must send its request headers within this time
+    /// (default 30 s).
+    pub header_read_timeout: Duration,
 }
 
 impl Default for Config {
@@ -89,6 +92,7 @@ impl Default for Config {
             max_concurrent_commands: 4,
             outbound_queue: 64,
             send_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -423,22 +423,72 @@ impl Server {
         } = self;
         let background = tokio::spawn(state.hub.clone().run_background());
         let app = api::router(state.clone());
-        let tx = shutdown_tx.clone();
-        let signal = async move {
-            shutdown.await;
-            let _ = tx.send(true);
-        };
+        let mut http = hyper::server::conn::http1::Builder::new();
+        // Limits on what a client may do before its request reaches a
+        // handler: headers within 30 s (slowloris), a bounded read buffer.
+        http.timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(state.config.header_read_timeout)
+            .max_buf_size(64 * 1024)
+            .keep_alive(true);
         tracing::info!(%addr, store = state.store.backend(), "rmm-server listening");
-        let served = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(signal)
-        .await;
+        let mut conns = tokio::task::JoinSet::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            while conns.try_join_next().is_some() {}
+            let (tcp, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off, keep serving.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = &mut shutdown => break,
+            };
+            let _ = tcp.set_nodelay(true);
+            let router = app.clone();
+            let svc = hyper::service::service_fn(
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer));
+                    tower::ServiceExt::oneshot(router.clone(), req.map(axum::body::Body::new))
+                },
+            );
+            let http = http.clone();
+            let mut stop = shutdown_tx.subscribe();
+            conns.spawn(async move {
+                let conn = http
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                    .with_upgrades();
+                let mut conn = std::pin::pin!(conn);
+                tokio::select! {
+                    res = conn.as_mut() => {
+                        if let Err(e) = res {
+                            tracing::debug!(error = %e, %peer, "connection ended with an error");
+                        }
+                        return;
+                    }
+                    _ = stop.wait_for(|s| *s) => {}
+                }
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            });
+        }
+        drop(listener);
+        // Stop: in-flight requests finish, agent sockets close with 1001.
         let _ = shutdown_tx.send(true);
+        let drained = tokio::time::timeout(Duration::from_secs(10), async {
+            while conns.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("some connections did not finish within 10 s of shutdown");
+        }
         state.hub.wait_closed(Duration::from_secs(5)).await;
         let _ = background.await;
-        served.map_err(|e| ServerError::io("server failed", e))
+        Ok(())
     }
 }
 

@@ -983,3 +983,21 @@ async fn service_routes_and_fallbacks() {
         "method_not_allowed",
     );
 }
+
+#[tokio::test]
+async fn slow_headers_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let srv = TestServer::start_with(|c| c.header_read_timeout = Duration::from_millis(500)).await;
+    // slowloris: half a request, then nothing
+    let mut tcp = tokio::net::TcpStream::connect(srv.addr()).await.unwrap();
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "connection still open after 5 s");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    // the server still serves
+    assert_eq!(srv.call("GET", "/healthz", None, None).await.0, 200);
+}
