@@ -33,8 +33,7 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Id {
             a.get().id.clone()
         } else if let Ok(c) = obj.cast::<CommandResult>() {
             c.get().id.clone()
-        } else if obj.hasattr("hex")? {
-            // uuid.UUID
+        } else if obj.is_instance(uuid_class(obj.py())?)? {
             obj.str()?.to_cow()?.into_owned()
         } else {
             return Err(pyo3::exceptions::PyTypeError::new_err(format!(
@@ -46,6 +45,11 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Id {
             .map(Id)
             .map_err(|e| e.into_pyerr(obj.py()))
     }
+}
+
+fn uuid_class(py: Python<'_>) -> PyResult<&Bound<'_, pyo3::types::PyType>> {
+    static UUID: pyo3::sync::PyOnceLock<Py<pyo3::types::PyType>> = pyo3::sync::PyOnceLock::new();
+    UUID.import(py, "uuid", "UUID")
 }
 
 fn parse_uuid(text: &str) -> Result<Uuid, ErrorInfo> {

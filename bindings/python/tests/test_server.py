@@ -184,6 +184,8 @@ def test_invalid_arguments(client: rmm.Client, agent: Agent) -> None:
         client.run(agent.id, "true", timeout=0)
     with pytest.raises(TypeError):
         client.run(42, "true")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        client.run(1.5, "true")  # type: ignore[arg-type]
     # rejected by the server (422)
     with pytest.raises(rmm.InvalidArgument) as info:
         client.run(agent.id, "   ")
