@@ -53,10 +53,19 @@ function errorClass(name) {
   return cls
 }
 
+// one assignment each, so Node's ESM named-import detection sees them
 exports.RmmError = RmmError
-for (const name of ERROR_NAMES) {
-  exports[name] = errorClass(name)
-}
+exports.AuthError = errorClass('AuthError')
+exports.PermissionDenied = errorClass('PermissionDenied')
+exports.NotFound = errorClass('NotFound')
+exports.Conflict = errorClass('Conflict')
+exports.InvalidArgument = errorClass('InvalidArgument')
+exports.PayloadTooLarge = errorClass('PayloadTooLarge')
+exports.RateLimited = errorClass('RateLimited')
+exports.Timeout = errorClass('Timeout')
+exports.TaskFailed = errorClass('TaskFailed')
+exports.ServerError = errorClass('ServerError')
+exports.TransportError = errorClass('TransportError')
 
 exports.Client = native.Client
 exports.ProxmoxClient = native.ProxmoxClient
