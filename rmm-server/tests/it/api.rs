@@ -997,7 +997,7 @@ async fn slow_headers_are_cut_off() {
     let mut buf = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut buf)).await;
     assert!(read.is_ok(), "connection still open after 5 s");
-    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(started.elapsed() < Duration::from_secs(4));
     // the server still serves
     assert_eq!(srv.call("GET", "/healthz", None, None).await.0, 200);
 }

@@ -338,7 +338,7 @@ async fn expired_tokens_are_404_and_swept() {
     );
     // the sweeper retires the never-enrolled agent, freeing the name
     let mut freed = false;
-    for _ in 0..50 {
+    for _ in 0..100 {
         if srv.call("GET", "/api/agents", Some(&admin), None).await.1 == json!([]) {
             freed = true;
             break;

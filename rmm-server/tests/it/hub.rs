@@ -153,7 +153,7 @@ async fn hello_rules() {
     let mut agent = FakeAgent::connect(srv.addr(), id, &secret).await.unwrap();
     let started = std::time::Instant::now();
     assert_eq!(agent.close_code().await, Some(1008));
-    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(started.elapsed() < Duration::from_secs(6));
     // the first message must be hello
     let mut agent = FakeAgent::connect(srv.addr(), id, &secret).await.unwrap();
     agent
@@ -635,7 +635,7 @@ async fn replicas_share_postgres() {
 /// keep flowing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_agent_does_not_slow_the_others() {
-    let srv = TestServer::start_with(|c| c.send_timeout = Duration::from_secs(5)).await;
+    let srv = TestServer::start_with(|c| c.send_timeout = Duration::from_secs(8)).await;
     let tech = srv.user("technician").await;
     let (stalled_id, stalled_secret) = srv.enroll("stalled").await;
     let mut stalled = FakeAgent::connect(srv.addr(), stalled_id, &stalled_secret)
@@ -672,14 +672,14 @@ async fn a_stalled_agent_does_not_slow_the_others() {
         expect_ack(&mut healthy, c).await;
     }
     assert!(
-        started.elapsed() < Duration::from_secs(2),
+        started.elapsed() < Duration::from_secs(4),
         "healthy agent slowed: {:?}",
         started.elapsed()
     );
     // the stalled agent is dropped once a send times out
     let admin = srv.admin().await;
     let mut dropped = false;
-    for _ in 0..100 {
+    for _ in 0..250 {
         let a = srv
             .call(
                 "GET",
@@ -749,7 +749,7 @@ async fn inventory_is_stored_per_plugin() {
     }
     let path = format!("/api/agents/{}/inventory", agent.id);
     let mut got = json!([]);
-    for _ in 0..50 {
+    for _ in 0..200 {
         got = srv.call("GET", &path, Some(&ro), None).await.1;
         if got.as_array().is_some_and(|a| !a.is_empty()) {
             break;
