@@ -389,7 +389,10 @@ mod tests {
             let got = block_on(b.recv()).unwrap();
             assert_eq!(
                 got,
-                Some(Frame::Control(Message::Heartbeat(Heartbeat { seq, running: 0 })))
+                Some(Frame::Control(Message::Heartbeat(Heartbeat {
+                    seq,
+                    running: 0
+                })))
             );
         }
         drop(a);

@@ -298,11 +298,10 @@ impl Codec {
                 max: self.limits.max_data,
             });
         }
-        let body_len =
-            u32::try_from(payload.len() + 4).map_err(|_| EncodeError::DataTooLarge {
-                len: payload.len(),
-                max: self.limits.max_data,
-            })?;
+        let body_len = u32::try_from(payload.len() + 4).map_err(|_| EncodeError::DataTooLarge {
+            len: payload.len(),
+            max: self.limits.max_data,
+        })?;
         dst.reserve(DATA_HEADER_LEN + payload.len());
         dst.put_u8(KIND_DATA);
         dst.put_u32(body_len);

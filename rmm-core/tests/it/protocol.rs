@@ -30,7 +30,10 @@ fn catalogue() -> Vec<Message> {
             heartbeat_interval_secs: 30,
             settings: AgentSettings::default(),
         }),
-        Message::Heartbeat(Heartbeat { seq: 42, running: 1 }),
+        Message::Heartbeat(Heartbeat {
+            seq: 42,
+            running: 1,
+        }),
         Message::RunCommand(RunCommand {
             command_id: C,
             command_type: CommandType::Bash,
@@ -137,7 +140,10 @@ fn render(bytes: &[u8]) -> String {
 }
 
 fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(" ")
+    b.iter()
+        .map(|x| format!("{x:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[test]
@@ -233,15 +239,24 @@ fn malformed_input_is_a_typed_error() {
     let check = |bytes: &[u8], want: &str| {
         let err = codec.decode_message(bytes).unwrap_err();
         let text = err.to_string();
-        assert!(text.contains(want), "{bytes:?}: got {text:?}, want {want:?}");
+        assert!(
+            text.contains(want),
+            "{bytes:?}: got {text:?}, want {want:?}"
+        );
     };
     check(&[], "truncated");
     check(&[0x01, 0, 0], "truncated");
     check(&[0x09, 0, 0, 0, 0], "unknown frame kind 0x09");
     check(&[0x01, 0, 0, 0, 4, b'{'], "truncated");
-    check(&[0x02, 0, 0, 0, 2, 0, 0], "shorter than its 4-byte channel id");
+    check(
+        &[0x02, 0, 0, 0, 2, 0, 0],
+        "shorter than its 4-byte channel id",
+    );
     check(&[0x02, 0, 0, 0, 4, 0, 0, 0, 1, 9], "unexpected bytes");
-    check(&[0x01, 0x7f, 0xff, 0xff, 0xff], "exceeds the 1048576-byte limit");
+    check(
+        &[0x01, 0x7f, 0xff, 0xff, 0xff],
+        "exceeds the 1048576-byte limit",
+    );
     check(&control(b"not json"), "invalid control message");
     check(&control(br#"{"seq":1}"#), "missing field `type`");
     check(&control(br#"{"type":"heartbeat"}"#), "missing field `seq`");
@@ -301,10 +316,8 @@ fn arb_uuid() -> impl Strategy<Value = Uuid> {
 fn arb_message() -> impl Strategy<Value = Message> {
     let text = ".{0,40}";
     prop_oneof![
-        (any::<u64>(), any::<u32>()).prop_map(|(seq, running)| Message::Heartbeat(Heartbeat {
-            seq,
-            running
-        })),
+        (any::<u64>(), any::<u32>())
+            .prop_map(|(seq, running)| Message::Heartbeat(Heartbeat { seq, running })),
         (
             arb_uuid(),
             prop_oneof![
@@ -331,18 +344,20 @@ fn arb_message() -> impl Strategy<Value = Message> {
                     timeout_secs,
                 })
             }),
-        (arb_uuid(), any::<bool>(), any::<u64>(), text).prop_map(|(command_id, err, offset, data)| {
-            Message::CommandOutput(CommandOutput {
-                command_id,
-                stream: if err {
-                    OutputStream::Stderr
-                } else {
-                    OutputStream::Stdout
-                },
-                offset,
-                data,
-            })
-        }),
+        (arb_uuid(), any::<bool>(), any::<u64>(), text).prop_map(
+            |(command_id, err, offset, data)| {
+                Message::CommandOutput(CommandOutput {
+                    command_id,
+                    stream: if err {
+                        OutputStream::Stderr
+                    } else {
+                        OutputStream::Stdout
+                    },
+                    offset,
+                    data,
+                })
+            }
+        ),
         (
             arb_uuid(),
             proptest::option::of(any::<i32>()),
@@ -369,15 +384,17 @@ fn arb_message() -> impl Strategy<Value = Message> {
                     })
                 }
             ),
-        (any::<u32>(), any::<u32>(), any::<u32>()).prop_map(|(channel_id, initial_window, max_packet)| {
-            Message::ChannelOpen(ChannelOpen {
-                channel_id,
-                kind: ChannelKind::File,
-                initial_window,
-                max_packet,
-                params: serde_json::json!({"path": "/tmp/x"}),
-            })
-        }),
+        (any::<u32>(), any::<u32>(), any::<u32>()).prop_map(
+            |(channel_id, initial_window, max_packet)| {
+                Message::ChannelOpen(ChannelOpen {
+                    channel_id,
+                    kind: ChannelKind::File,
+                    initial_window,
+                    max_packet,
+                    params: serde_json::json!({"path": "/tmp/x"}),
+                })
+            }
+        ),
         (any::<u32>(), any::<u32>()).prop_map(|(channel_id, bytes)| Message::WindowAdjust(
             WindowAdjust { channel_id, bytes }
         )),
@@ -391,12 +408,14 @@ fn arb_message() -> impl Strategy<Value = Message> {
 fn arb_frame() -> impl Strategy<Value = Frame> {
     prop_oneof![
         arb_message().prop_map(Frame::Control),
-        (any::<u32>(), proptest::collection::vec(any::<u8>(), 0..2048)).prop_map(
-            |(channel_id, payload)| Frame::Data {
+        (
+            any::<u32>(),
+            proptest::collection::vec(any::<u8>(), 0..2048)
+        )
+            .prop_map(|(channel_id, payload)| Frame::Data {
                 channel_id,
                 payload: payload.into()
-            }
-        ),
+            }),
     ]
 }
 
