@@ -1,30 +1,36 @@
 //! The exactly-once command store, on disk in `<state-dir>/commands`.
 //!
 //! ```text
-//! commands/finished.log          one CommandResult (JSON) per line: every
-//!                                finished command, the newest `capacity`
-//!                                kept (compacted atomically)
-//! commands/<id>/started          written and fsynced before the process
-//!                                is spawned
-//! commands/<id>/stdout, stderr   the output text sent so far (the spool)
-//! commands/<id>/result.json      the final result (atomic write)
+//! commands/journal       append-only JSON lines, one record per event:
+//!                        {"started":{"id","at_ms"}}   before the process is spawned
+//!                        {"finished":{CommandResult}} when the command ended
+//!                        {"acked":{"id"}}             when the server acknowledged
+//! commands/<id>.stdout   the output text sent so far (the spool), kept until
+//! commands/<id>.stderr   the server acknowledges the result
 //! ```
 //!
-//! A `<id>/` directory exists while the server has not acknowledged the
-//! command (`command_ack`); the ack removes it. The log line is written
-//! when the command finishes and outlives the ack, so a re-delivered
-//! command is answered with its stored result and never re-run.
+//! Replaying the journal at start gives the unacknowledged commands (their
+//! results are re-sent) and the finished ids (a re-delivered command is
+//! answered with its stored result and never re-run). The newest
+//! `capacity` finished ids are remembered; the journal is compacted
+//! atomically when it grows past twice that.
 //!
-//! Restart rule: a directory with `started` but no `result.json` belongs to
-//! a command that was running when the agent died. Its process may or may
-//! not have had its effect, so it is **not** run again: it is finished as
-//! `failed` with the error [`RESTARTED_ERROR`], keeping the output spooled
-//! so far, and reported like any other result.
+//! Durability: `started` and `finished` records are fdatasynced before the
+//! agent acts on them (spawns the process / reports the result) — two
+//! syncs per command on an existing journal. Output is not synced per chunk
+//! (a killed agent loses nothing the kernel has accepted); the spool files
+//! are synced once, before the `finished` record, so a result never claims
+//! more output than survives a power loss. `acked` records are not synced:
+//! losing one only makes the agent re-send a result the server already
+//! holds, which it acknowledges again.
 //!
-//! Output files are not fsynced per chunk (a killed agent loses nothing
-//! the kernel has accepted); they are fsynced once, before the result is
-//! written, so a result never claims more output than survives a power
-//! loss.
+//! Restart rule: a command with a `started` record and no `finished` one was
+//! running when the agent died. Its process may or may not have had its
+//! effect, so it is **not** run again: it is finished as `failed` with the
+//! error [`RESTARTED_ERROR`], keeping the output spooled so far.
+//!
+//! Journal appends happen under the store's lock, so concurrent commands'
+//! syncs are serialized (a few ms each on a local disk).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
@@ -34,6 +40,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rmm_core::protocol::{CommandOutcome, CommandResult, OutputStream};
+use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -46,15 +53,29 @@ pub const RESTARTED_ERROR: &str =
 /// Finished command ids remembered by default.
 pub const DEFAULT_CAPACITY: usize = 10_000;
 
-const LOG: &str = "finished.log";
-const STARTED: &str = "started";
-const RESULT: &str = "result.json";
-const MAX_RESULT_BYTES: u64 = 64 * 1024;
+const JOURNAL: &str = "journal";
 
-fn stream_file(s: OutputStream) -> &'static str {
+fn spool_name(id: Uuid, s: OutputStream) -> String {
     match s {
-        OutputStream::Stdout => "stdout",
-        OutputStream::Stderr => "stderr",
+        OutputStream::Stdout => format!("{id}.stdout"),
+        OutputStream::Stderr => format!("{id}.stderr"),
+    }
+}
+
+/// One journal line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Record {
+    Started { id: Uuid, at_ms: u64 },
+    Finished(CommandResult),
+    Acked { id: Uuid },
+}
+
+impl Record {
+    fn line(&self) -> io::Result<Vec<u8>> {
+        let mut v = serde_json::to_vec(self).map_err(io::Error::other)?;
+        v.push(b'\n');
+        Ok(v)
     }
 }
 
@@ -95,11 +116,37 @@ pub enum Lookup {
 }
 
 struct Inner {
+    journal: File,
+    lines: usize,
     pending: HashMap<Uuid, Pending>,
     finished: HashSet<Uuid>,
     order: VecDeque<Uuid>,
-    log_lines: usize,
     next_seq: u64,
+}
+
+impl Inner {
+    fn new_pending(&mut self, id: Uuid, started_at_ms: Option<u64>) -> &mut Pending {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.pending.entry(id).or_insert(Pending {
+            seq,
+            started_at_ms,
+            stdout_len: 0,
+            stderr_len: 0,
+            result: None,
+        })
+    }
+
+    fn remember(&mut self, id: Uuid, capacity: usize) {
+        if self.finished.insert(id) {
+            self.order.push_back(id);
+        }
+        while self.order.len() > capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.finished.remove(&old);
+            }
+        }
+    }
 }
 
 /// The store. Cheap to share (`Arc`); every change wakes [`Store::changed`].
@@ -122,13 +169,34 @@ impl std::fmt::Debug for Store {
 #[derive(Debug)]
 pub struct Spool {
     id: Uuid,
-    stdout: File,
-    stderr: File,
+    stdout: Option<File>,
+    stderr: Option<File>,
     store: Arc<Store>,
 }
 
-fn io_other(e: impl std::fmt::Display) -> io::Error {
-    io::Error::other(e.to_string())
+fn open_journal(dir: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .read(true)
+        .mode(fsutil::FILE_MODE)
+        .open(dir.join(JOURNAL))
+}
+
+fn replay(path: &Path) -> io::Result<Vec<Record>> {
+    let f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for line in io::BufReader::new(f).split(b'\n') {
+        // A torn last line (crash mid-append) is skipped.
+        if let Ok(r) = serde_json::from_slice::<Record>(&line?) {
+            out.push(r);
+        }
+    }
+    Ok(out)
 }
 
 impl Store {
@@ -138,117 +206,106 @@ impl Store {
     pub fn open(dir: &Path, capacity: usize, now_ms: u64) -> io::Result<(Arc<Store>, Vec<Uuid>)> {
         fsutil::ensure_private_dir(dir)?;
         let capacity = capacity.max(1);
-        let mut order = VecDeque::new();
-        let mut finished = HashSet::new();
-        let mut log_lines = 0;
-        match File::open(dir.join(LOG)) {
-            Ok(f) => {
-                for line in io::BufReader::new(f).lines() {
-                    let line = line?;
-                    // A torn last line (crash mid-append) is skipped.
-                    let Ok(r) = serde_json::from_str::<CommandResult>(&line) else {
-                        continue;
-                    };
-                    log_lines += 1;
-                    if finished.insert(r.command_id) {
-                        order.push_back(r.command_id);
-                    }
+        let existed = dir.join(JOURNAL).exists();
+        let records = replay(&dir.join(JOURNAL))?;
+        let journal = open_journal(dir)?;
+        if !existed {
+            fsutil::sync_dir(dir)?;
+        }
+        let mut inner = Inner {
+            journal,
+            lines: records.len(),
+            pending: HashMap::new(),
+            finished: HashSet::new(),
+            order: VecDeque::new(),
+            next_seq: 0,
+        };
+        for r in records {
+            match r {
+                Record::Started { id, at_ms } => {
+                    inner.new_pending(id, Some(at_ms));
+                }
+                Record::Finished(res) => {
+                    let id = res.command_id;
+                    inner.remember(id, capacity);
+                    let at = res.started_at_ms;
+                    inner.new_pending(id, at).result = Some(res);
+                }
+                Record::Acked { id } => {
+                    inner.pending.remove(&id);
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
         }
-        while order.len() > capacity {
-            if let Some(old) = order.pop_front() {
-                finished.remove(&old);
+        // Spool lengths, and stray spool files of acknowledged commands.
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let Some((id, stream)) = name.split_once('.') else {
+                continue;
+            };
+            let Ok(id) = Uuid::parse_str(id) else {
+                continue;
+            };
+            let stream = match stream {
+                "stdout" => OutputStream::Stdout,
+                "stderr" => OutputStream::Stderr,
+                _ => continue,
+            };
+            match inner.pending.get_mut(&id) {
+                Some(p) => {
+                    let len = utf8_len(&entry.path())?;
+                    match stream {
+                        OutputStream::Stdout => p.stdout_len = len,
+                        OutputStream::Stderr => p.stderr_len = len,
+                    }
+                }
+                None => fs::remove_file(entry.path())?,
+            }
+        }
+        let mut recovered = Vec::new();
+        let mut ids: Vec<(u64, Uuid)> = inner.pending.iter().map(|(id, p)| (p.seq, *id)).collect();
+        ids.sort();
+        for (_, id) in ids {
+            let Some(p) = inner.pending.get_mut(&id) else {
+                continue;
+            };
+            match &mut p.result {
+                Some(r) => {
+                    // The spool is the truth for what can be re-sent.
+                    r.stdout_bytes = r.stdout_bytes.min(p.stdout_len);
+                    r.stderr_bytes = r.stderr_bytes.min(p.stderr_len);
+                }
+                None => recovered.push(id),
             }
         }
         let store = Arc::new(Store {
             dir: dir.to_owned(),
             capacity,
-            inner: Mutex::new(Inner {
-                pending: HashMap::new(),
-                finished,
-                order,
-                log_lines,
-                next_seq: 0,
-            }),
+            inner: Mutex::new(inner),
             changed: Arc::new(Notify::new()),
         });
-        let mut recovered = Vec::new();
-        let mut dirs: Vec<(std::time::SystemTime, Uuid)> = Vec::new();
-        for entry in fs::read_dir(dir)? {
-            let entry = entry?;
-            let name = entry.file_name();
-            let Some(id) = name.to_str().and_then(|n| Uuid::parse_str(n).ok()) else {
-                continue;
+        for id in &recovered {
+            let (started_at_ms, stdout_bytes, stderr_bytes) = {
+                let g = store.lock();
+                let p = &g.pending[id];
+                (p.started_at_ms, p.stdout_len, p.stderr_len)
             };
-            if !entry.file_type()?.is_dir() {
-                continue;
-            }
-            let mtime = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .unwrap_or(std::time::UNIX_EPOCH);
-            dirs.push((mtime, id));
+            store.finish_inner(CommandResult {
+                command_id: *id,
+                outcome: CommandOutcome::Failed,
+                exit_code: None,
+                signal: None,
+                error: Some(RESTARTED_ERROR.into()),
+                stdout_bytes,
+                stderr_bytes,
+                stdout_truncated: false,
+                stderr_truncated: false,
+                started_at_ms,
+                finished_at_ms: now_ms,
+            })?;
         }
-        dirs.sort();
-        for (_, id) in dirs {
-            let cdir = dir.join(id.to_string());
-            let stdout_len = utf8_len(&cdir.join("stdout"))?;
-            let stderr_len = utf8_len(&cdir.join("stderr"))?;
-            let started_at_ms = fs::read_to_string(cdir.join(STARTED))
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok());
-            let result = match fsutil::read_bounded(&cdir.join(RESULT), MAX_RESULT_BYTES) {
-                Ok(b) => serde_json::from_slice::<CommandResult>(&b).ok(),
-                Err(_) => None,
-            };
-            let result = match result {
-                Some(r) => r,
-                None if started_at_ms.is_none() && !cdir.join(STARTED).exists() => {
-                    // Created but never marked started: nothing ran.
-                    fs::remove_dir_all(&cdir)?;
-                    continue;
-                }
-                None => {
-                    recovered.push(id);
-                    CommandResult {
-                        command_id: id,
-                        outcome: CommandOutcome::Failed,
-                        exit_code: None,
-                        signal: None,
-                        error: Some(RESTARTED_ERROR.into()),
-                        stdout_bytes: stdout_len,
-                        stderr_bytes: stderr_len,
-                        stdout_truncated: false,
-                        stderr_truncated: false,
-                        started_at_ms,
-                        finished_at_ms: now_ms,
-                    }
-                }
-            };
-            let mut result = result;
-            // The spool is the truth for what can be re-sent.
-            result.stdout_bytes = result.stdout_bytes.min(stdout_len);
-            result.stderr_bytes = result.stderr_bytes.min(stderr_len);
-            {
-                let mut g = store.lock();
-                let seq = g.next_seq;
-                g.next_seq += 1;
-                g.pending.insert(
-                    id,
-                    Pending {
-                        seq,
-                        started_at_ms,
-                        stdout_len,
-                        stderr_len,
-                        result: None,
-                    },
-                );
-            }
-            store.finish_inner(id, result)?;
-        }
+        store.maybe_compact()?;
         Ok((store, recovered))
     }
 
@@ -270,21 +327,22 @@ impl Store {
             }
             g.finished.contains(&id)
         };
-        if known && let Ok(Some(r)) = self.find_logged(id) {
+        if known && let Ok(Some(r)) = self.find_finished(id) {
             return Lookup::Acked(r);
         }
         Lookup::Unknown
     }
 
-    fn find_logged(&self, id: Uuid) -> io::Result<Option<CommandResult>> {
-        let f = File::open(self.dir.join(LOG))?;
+    fn find_finished(&self, id: Uuid) -> io::Result<Option<CommandResult>> {
+        let needle = id.to_string();
+        let f = File::open(self.dir.join(JOURNAL))?;
         let mut found = None;
-        for line in io::BufReader::new(f).lines() {
+        for line in io::BufReader::new(f).split(b'\n') {
             let line = line?;
-            if !line.contains(&id.to_string()) {
+            if !line.windows(needle.len()).any(|w| w == needle.as_bytes()) {
                 continue;
             }
-            if let Ok(r) = serde_json::from_str::<CommandResult>(&line)
+            if let Ok(Record::Finished(r)) = serde_json::from_slice::<Record>(&line)
                 && r.command_id == id
             {
                 found = Some(r);
@@ -301,46 +359,36 @@ impl Store {
         v
     }
 
+    /// Appends a record; `sync` makes it durable before returning.
+    fn append(g: &mut Inner, r: &Record, sync: bool) -> io::Result<()> {
+        g.journal.write_all(&r.line()?)?;
+        g.lines += 1;
+        if sync {
+            g.journal.sync_data()?;
+        }
+        Ok(())
+    }
+
     /// Marks `id` started, durably, before its process is spawned, and
-    /// opens its output spool.
+    /// returns its output spool.
     pub fn begin(self: &Arc<Self>, id: Uuid, started_at_ms: u64) -> io::Result<Spool> {
-        let cdir = self.dir.join(id.to_string());
-        fsutil::ensure_private_dir(&cdir)?;
-        let open = |name: &str| {
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(fsutil::FILE_MODE)
-                .open(cdir.join(name))
-        };
-        let stdout = open("stdout")?;
-        let stderr = open("stderr")?;
-        fsutil::write_atomic(
-            &cdir.join(STARTED),
-            started_at_ms.to_string().as_bytes(),
-            fsutil::FILE_MODE,
-        )?;
-        fsutil::sync_dir(&self.dir)?;
         {
             let mut g = self.lock();
-            let seq = g.next_seq;
-            g.next_seq += 1;
-            g.pending.insert(
-                id,
-                Pending {
-                    seq,
-                    started_at_ms: Some(started_at_ms),
-                    stdout_len: 0,
-                    stderr_len: 0,
-                    result: None,
+            Self::append(
+                &mut g,
+                &Record::Started {
+                    id,
+                    at_ms: started_at_ms,
                 },
-            );
+                true,
+            )?;
+            g.new_pending(id, Some(started_at_ms));
         }
         self.changed.notify_one();
         Ok(Spool {
             id,
-            stdout,
-            stderr,
+            stdout: None,
+            stderr: None,
             store: self.clone(),
         })
     }
@@ -349,84 +397,67 @@ impl Store {
     /// queued, or refused before start), so a re-delivery is answered, not
     /// run.
     pub fn record_unstarted(&self, result: CommandResult) -> io::Result<()> {
-        let id = result.command_id;
-        fsutil::ensure_private_dir(&self.dir.join(id.to_string()))?;
-        {
-            let mut g = self.lock();
-            let seq = g.next_seq;
-            g.next_seq += 1;
-            g.pending.entry(id).or_insert(Pending {
-                seq,
-                started_at_ms: None,
-                stdout_len: 0,
-                stderr_len: 0,
-                result: None,
-            });
-        }
-        self.finish_inner(id, result)
+        self.finish_inner(result)
     }
 
-    fn finish_inner(&self, id: Uuid, result: CommandResult) -> io::Result<()> {
-        let cdir = self.dir.join(id.to_string());
-        let json = serde_json::to_vec(&result).map_err(io_other)?;
-        fsutil::write_atomic(&cdir.join(RESULT), &json, fsutil::FILE_MODE)?;
-        let newly = {
-            let g = self.lock();
-            !g.finished.contains(&id)
-        };
-        if newly {
-            let mut f = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(fsutil::FILE_MODE)
-                .open(self.dir.join(LOG))?;
-            let mut line = json.clone();
-            line.push(b'\n');
-            f.write_all(&line)?;
-            f.sync_data()?;
-        }
-        let compact = {
+    fn finish_inner(&self, result: CommandResult) -> io::Result<()> {
+        let id = result.command_id;
+        {
             let mut g = self.lock();
-            if newly {
-                g.finished.insert(id);
-                g.order.push_back(id);
-                g.log_lines += 1;
-                while g.order.len() > self.capacity {
-                    if let Some(old) = g.order.pop_front() {
-                        g.finished.remove(&old);
-                    }
-                }
-            }
-            if let Some(p) = g.pending.get_mut(&id) {
-                p.result = Some(result);
-            }
-            g.log_lines > self.capacity * 2
-        };
-        if compact {
-            self.compact()?;
+            Self::append(&mut g, &Record::Finished(result.clone()), true)?;
+            g.remember(id, self.capacity);
+            let at = result.started_at_ms;
+            g.new_pending(id, at).result = Some(result);
         }
+        self.maybe_compact()?;
         self.changed.notify_one();
         Ok(())
     }
 
-    /// Rewrites the log with only the remembered ids (atomic).
-    fn compact(&self) -> io::Result<()> {
-        let keep: HashSet<Uuid> = self.lock().finished.clone();
-        let mut out = Vec::new();
-        let mut n = 0;
-        let f = File::open(self.dir.join(LOG))?;
-        for line in io::BufReader::new(f).lines() {
-            let line = line?;
-            if let Ok(r) = serde_json::from_str::<CommandResult>(&line)
-                && keep.contains(&r.command_id)
+    /// Rewrites the journal when it holds more than twice what it must.
+    fn maybe_compact(&self) -> io::Result<()> {
+        let mut g = self.lock();
+        if g.lines <= 2 * self.capacity + 64 {
+            return Ok(());
+        }
+        // Keep: the last `finished` of every remembered id, `acked` for
+        // those no longer pending, `started` of pending commands without a
+        // result.
+        let mut results: HashMap<Uuid, CommandResult> = HashMap::new();
+        for r in replay(&self.dir.join(JOURNAL))? {
+            if let Record::Finished(res) = r
+                && g.finished.contains(&res.command_id)
             {
-                out.extend_from_slice(line.as_bytes());
-                out.push(b'\n');
-                n += 1;
+                results.insert(res.command_id, res);
             }
         }
-        fsutil::write_atomic(&self.dir.join(LOG), &out, fsutil::FILE_MODE)?;
-        self.lock().log_lines = n;
+        let mut out = Vec::new();
+        let mut lines = 0;
+        for id in &g.order {
+            if let Some(res) = results.remove(id) {
+                out.extend(Record::Finished(res).line()?);
+                lines += 1;
+                if !g.pending.contains_key(id) {
+                    out.extend(Record::Acked { id: *id }.line()?);
+                    lines += 1;
+                }
+            }
+        }
+        let mut running: Vec<(&Uuid, &Pending)> = g
+            .pending
+            .iter()
+            .filter(|(_, p)| p.result.is_none())
+            .collect();
+        running.sort_by_key(|(_, p)| p.seq);
+        for (id, p) in running {
+            if let Some(at_ms) = p.started_at_ms {
+                out.extend(Record::Started { id: *id, at_ms }.line()?);
+                lines += 1;
+            }
+        }
+        fsutil::write_atomic(&self.dir.join(JOURNAL), &out, fsutil::FILE_MODE)?;
+        g.journal = open_journal(&self.dir)?;
+        g.lines = lines;
         Ok(())
     }
 
@@ -434,18 +465,22 @@ impl Store {
     /// for a command without a result is ignored (returns `false`).
     pub fn ack(&self, id: Uuid) -> io::Result<bool> {
         {
-            let g = self.lock();
+            let mut g = self.lock();
             match g.pending.get(&id) {
                 Some(p) if p.result.is_some() => {}
                 _ => return Ok(false),
             }
+            Self::append(&mut g, &Record::Acked { id }, false)?;
+            g.pending.remove(&id);
         }
-        match fs::remove_dir_all(self.dir.join(id.to_string())) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+        for s in [OutputStream::Stdout, OutputStream::Stderr] {
+            match fs::remove_file(self.dir.join(spool_name(id, s))) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
         }
-        self.lock().pending.remove(&id);
+        self.maybe_compact()?;
         self.changed.notify_one();
         Ok(true)
     }
@@ -469,7 +504,7 @@ impl Store {
         let want = usize::try_from(limit - offset)
             .unwrap_or(usize::MAX)
             .min(max);
-        let mut f = File::open(self.dir.join(id.to_string()).join(stream_file(stream)))?;
+        let mut f = File::open(self.dir.join(spool_name(id, stream)))?;
         f.seek(SeekFrom::Start(offset))?;
         let mut buf = Vec::with_capacity(want);
         f.take(want as u64).read_to_end(&mut buf)?;
@@ -482,6 +517,11 @@ impl Store {
                 Ok(String::from_utf8(b).unwrap_or_default())
             }
         }
+    }
+
+    /// Path of a spool file (for tests and diagnostics).
+    pub fn spool_path(&self, id: Uuid, stream: OutputStream) -> PathBuf {
+        self.dir.join(spool_name(id, stream))
     }
 }
 
@@ -521,9 +561,19 @@ fn utf8_len(path: &Path) -> io::Result<u64> {
 impl Spool {
     /// Appends text to a stream's spool and wakes the outbox.
     pub fn append(&mut self, stream: OutputStream, text: &str) -> io::Result<()> {
-        let f = match stream {
+        let slot = match stream {
             OutputStream::Stdout => &mut self.stdout,
             OutputStream::Stderr => &mut self.stderr,
+        };
+        let f = match slot {
+            Some(f) => f,
+            None => slot.insert(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .mode(fsutil::FILE_MODE)
+                    .open(self.store.spool_path(self.id, stream))?,
+            ),
         };
         f.write_all(text.as_bytes())?;
         {
@@ -539,11 +589,17 @@ impl Spool {
         Ok(())
     }
 
-    /// Fsyncs the output and stores the result (the command is finished).
+    /// Syncs the output and stores the result (the command is finished).
     /// `stdout_bytes`/`stderr_bytes` are set to what was spooled.
     pub fn finish(self, mut result: CommandResult) -> io::Result<()> {
-        self.stdout.sync_data()?;
-        self.stderr.sync_data()?;
+        let mut created = false;
+        for f in [&self.stdout, &self.stderr].into_iter().flatten() {
+            f.sync_data()?;
+            created = true;
+        }
+        if created {
+            fsutil::sync_dir(&self.store.dir)?;
+        }
         {
             let g = self.store.lock();
             if let Some(p) = g.pending.get(&self.id) {
@@ -551,7 +607,7 @@ impl Spool {
                 result.stderr_bytes = p.stderr_len;
             }
         }
-        self.store.finish_inner(self.id, result)
+        self.store.finish_inner(result)
     }
 }
 

@@ -471,7 +471,6 @@ impl ProcessRunner {
             .mode(0o600)
             .open(&path)?;
         f.write_all(cmd.command.as_bytes())?;
-        f.sync_data().ok();
         drop(f);
         if let Some(s) = session
             && s.uid != nix::unistd::geteuid().as_raw()

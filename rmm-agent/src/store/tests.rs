@@ -36,7 +36,11 @@ fn lifecycle_started_output_result_ack() {
     let id = Uuid::new_v4();
     assert_eq!(store.lookup(id), Lookup::Unknown);
     let mut spool = store.begin(id, 5).unwrap();
-    assert!(tmp.path().join(id.to_string()).join("started").exists());
+    let journal = std::fs::read_to_string(tmp.path().join("journal")).unwrap();
+    assert!(
+        journal.contains(&format!("{{\"started\":{{\"id\":\"{id}\"")),
+        "{journal}"
+    );
     spool.append(OutputStream::Stdout, "hello ").unwrap();
     spool.append(OutputStream::Stderr, "warn").unwrap();
     spool.append(OutputStream::Stdout, "wörld").unwrap();
@@ -72,8 +76,10 @@ fn lifecycle_started_output_result_ack() {
     ob.resend(id);
     assert_eq!(drain(&mut ob, &store).len(), 4);
 
+    assert!(store.spool_path(id, OutputStream::Stdout).exists());
     assert!(store.ack(id).unwrap());
-    assert!(!tmp.path().join(id.to_string()).exists());
+    assert!(!store.spool_path(id, OutputStream::Stdout).exists());
+    assert!(!store.spool_path(id, OutputStream::Stderr).exists());
     match store.lookup(id) {
         Lookup::Acked(r) => assert_eq!(r.outcome, CommandOutcome::Completed),
         other => panic!("{other:?}"),
@@ -108,7 +114,7 @@ fn restart_mid_command_finishes_it_as_failed_not_rerun() {
         // Simulate a crash that tore the last character.
         std::mem::forget(spool);
     }
-    let out = tmp.path().join(id.to_string()).join("stdout");
+    let out = tmp.path().join(format!("{id}.stdout"));
     let mut f = OpenOptions::new().append(true).open(&out).unwrap();
     f.write_all(&[0xE2, 0x82]).unwrap();
     drop(f);
@@ -167,31 +173,62 @@ fn big_output_is_chunked_with_offsets() {
 }
 
 #[test]
-fn finished_ids_are_bounded_and_log_compacted() {
+fn finished_ids_are_bounded_and_journal_compacted() {
     let tmp = tempfile::tempdir().unwrap();
     let (store, _) = Store::open(tmp.path(), 3, 0).unwrap();
-    let ids: Vec<Uuid> = (0..10).map(|_| Uuid::new_v4()).collect();
+    let ids: Vec<Uuid> = (0..60).map(|_| Uuid::new_v4()).collect();
     for id in &ids {
         store
             .record_unstarted(result(*id, CommandOutcome::Cancelled))
             .unwrap();
         store.ack(*id).unwrap();
     }
-    let lines = std::fs::read_to_string(tmp.path().join("finished.log"))
+    // One still running survives compaction.
+    let running = Uuid::new_v4();
+    let _spool = store.begin(running, 9).unwrap();
+    let lines = std::fs::read_to_string(tmp.path().join("journal"))
         .unwrap()
         .lines()
         .count();
-    assert!(lines <= 6, "{lines} log lines");
-    for id in &ids[..7] {
+    assert!(lines <= 2 * 3 + 64 + 2, "{lines} journal lines");
+    for id in &ids[..57] {
         assert_eq!(store.lookup(*id), Lookup::Unknown);
     }
-    for id in &ids[7..] {
+    for id in &ids[57..] {
         assert!(matches!(store.lookup(*id), Lookup::Acked(_)));
     }
     drop(store);
-    let (store, _) = Store::open(tmp.path(), 3, 0).unwrap();
-    assert!(matches!(store.lookup(ids[9]), Lookup::Acked(_)));
+    let (store, recovered) = Store::open(tmp.path(), 3, 0).unwrap();
+    assert_eq!(recovered, vec![running]);
+    assert!(matches!(store.lookup(ids[59]), Lookup::Acked(_)));
     assert_eq!(store.lookup(ids[0]), Lookup::Unknown);
+}
+
+#[test]
+fn torn_journal_line_is_skipped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let id = Uuid::new_v4();
+    {
+        let (store, _) = Store::open(tmp.path(), 10, 0).unwrap();
+        store
+            .record_unstarted(result(id, CommandOutcome::Completed))
+            .unwrap();
+    }
+    let mut f = OpenOptions::new()
+        .append(true)
+        .open(tmp.path().join("journal"))
+        .unwrap();
+    f.write_all(b"{\"started\":{\"id\":\"").unwrap();
+    drop(f);
+    let (store, recovered) = Store::open(tmp.path(), 10, 0).unwrap();
+    assert!(recovered.is_empty());
+    assert!(matches!(
+        store.lookup(id),
+        Lookup::Pending(Pending {
+            result: Some(_),
+            ..
+        })
+    ));
 }
 
 #[test]

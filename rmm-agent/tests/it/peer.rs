@@ -64,7 +64,9 @@ async fn hello_auth_heartbeats_and_a_command_with_ack() {
     assert_eq!(c.out(cmd.command_id, OutputStream::Stderr), "err\n");
     assert_eq!((r.stdout_bytes, r.stderr_bytes), (4, 4));
 
-    let spool = state.join("commands").join(cmd.command_id.to_string());
+    let spool = state
+        .join("commands")
+        .join(format!("{}.stdout", cmd.command_id));
     assert!(spool.exists(), "result must be kept until acknowledged");
     c.send(Message::CommandAck(CommandRef {
         command_id: cmd.command_id,
