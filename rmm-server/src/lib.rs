@@ -384,6 +384,13 @@ impl Server {
         let addr = listener
             .local_addr()
             .map_err(|e| ServerError::io("cannot read the bound address", e))?;
+        if config.public_url.is_none() && addr.ip().is_unspecified() {
+            tracing::warn!(
+                %addr,
+                "listening on all interfaces without --public-url: install commands and agent \
+                 configs will name {addr}; set RMM_PUBLIC_URL to the address agents should use"
+            );
+        }
         let public_url = config
             .public_url
             .clone()

@@ -290,7 +290,7 @@ async fn cli_user_add_and_enroll_bundle() {
         &["user", "add", "--email", "x@example.com", "--role", "root"],
         "s3cret-password\n",
     );
-    assert!(!out.status.success());
+    assert!(!out.status.success(), "unknown role must fail");
     let out = run(
         &[
             "enroll-bundle",
@@ -323,7 +323,8 @@ async fn cli_user_add_and_enroll_bundle() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 200);
+    let (status, body) = decode(resp).await;
+    assert_eq!(status, 200, "login of the CLI-created user: {body}");
     let tgz = http
         .get(format!(
             "{}/api/v1/enroll-bundle/{}.tgz",
@@ -333,7 +334,8 @@ async fn cli_user_add_and_enroll_bundle() {
         .send()
         .await
         .unwrap();
-    assert_eq!(tgz.status(), 200);
+    let (status, body) = decode(tgz).await;
+    assert_eq!(status, 200, "payload of the CLI-created bundle: {body}");
     let again = decode(
         http.get(format!(
             "{}/api/v1/enroll-bundle/{}.tgz",
