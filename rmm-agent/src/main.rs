@@ -70,6 +70,10 @@ enum Cmd {
     Selftest {
         #[command(flatten)]
         common: Common,
+        /// Also exchange hello/welcome (the server then replaces a running
+        /// agent's connection for a moment).
+        #[arg(long)]
+        handshake: bool,
     },
 }
 
@@ -233,11 +237,12 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             agent.run(shutdown_signal()).await;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Selftest { common } => {
+        Cmd::Selftest { common, handshake } => {
             let report = rmm_agent::selftest::run(
                 common.state_dir,
                 common.machine_id.as_deref(),
                 Duration::from_secs(10),
+                handshake,
             )
             .await;
             println!("{report}");

@@ -353,7 +353,7 @@ async fn selftest_passes_against_a_live_peer_and_fails_without_one() {
     let st = state.to_str().unwrap().to_owned();
     let run = tokio::spawn(async move {
         agent(
-            &["selftest", "--state-dir", &st],
+            &["selftest", "--handshake", "--state-dir", &st],
             None,
             &[("RMM_AGENT_MACHINE_ID", "x")],
         )
@@ -375,6 +375,31 @@ async fn selftest_passes_against_a_live_peer_and_fails_without_one() {
     );
     assert!(text.contains("selftest passed"), "{text}");
     assert!(text.contains("welcomed"), "{text}");
+
+    // Default mode: the upgrade (credential check) only, no hello.
+    let st = state.to_str().unwrap().to_owned();
+    let run = tokio::spawn(async move {
+        agent(
+            &["selftest", "--state-dir", &st],
+            None,
+            &[("RMM_AGENT_MACHINE_ID", "x")],
+        )
+        .await
+    });
+    let (sock, _) = peer.listener.accept().await.unwrap();
+    let mut ws = tokio_tungstenite::accept_async(sock).await.unwrap();
+    let out = run.await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("credential accepted"), "{text}");
+    // The agent closed without saying hello.
+    use futures_util::StreamExt;
+    while let Some(Ok(m)) = ws.next().await {
+        assert!(
+            !matches!(m, tokio_tungstenite::tungstenite::Message::Binary(_)),
+            "selftest sent a frame"
+        );
+    }
     drop(peer);
 
     let out = agent(

@@ -128,6 +128,20 @@ async fn e2e_enroll_then_every_command_type_and_exit_codes() {
     );
     assert!(env.state.join("identity.json").exists());
 
+    // selftest against the real server, next to the running daemon.
+    let out = Command::new(AGENT_BIN)
+        .args(["selftest", "--state-dir"])
+        .arg(&env.state)
+        .env("RMM_AGENT_MACHINE_ID", env.state.display().to_string())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("credential accepted") && text.contains("clock"),
+        "{text}"
+    );
+
     for kind in [CommandType::Shell, CommandType::Sh] {
         let c = env
             .run(&req(kind, "echo \"hi from $0\"; echo warn >&2; exit 0"), 30)
