@@ -28,6 +28,43 @@ use crate::plugins::{PluginOptions, Plugins};
 use crate::runner::{ProcessRunner, RunnerConfig};
 use crate::store::Store;
 
+/// The reconnect schedule: full-jitter exponential backoff whose attempt
+/// counter resets after a connection that stayed up `stable_after`.
+#[derive(Debug, Clone)]
+pub struct Reconnect {
+    backoff: Backoff,
+    stable_after: Duration,
+    attempt: u32,
+}
+
+impl Reconnect {
+    /// A fresh schedule.
+    pub fn new(backoff: Backoff, stable_after: Duration) -> Self {
+        Reconnect {
+            backoff,
+            stable_after,
+            attempt: 0,
+        }
+    }
+
+    /// Attempts since the last stable connection.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// The wait before the next attempt, after a failed attempt
+    /// (`connected_for: None`) or a dropped connection that had been up
+    /// `connected_for`; `unit` is uniform in `[0, 1)`.
+    pub fn after_drop(&mut self, connected_for: Option<Duration>, unit: f64) -> Duration {
+        if connected_for.is_some_and(|d| d >= self.stable_after) {
+            self.attempt = 0;
+        }
+        let delay = self.backoff.delay(self.attempt, unit);
+        self.attempt = self.attempt.saturating_add(1);
+        delay
+    }
+}
+
 /// Everything `run` can be configured with.
 #[derive(Debug, Clone)]
 pub struct AgentOptions {
@@ -182,29 +219,26 @@ impl Agent {
             _ = tokio::time::sleep(initial) => false,
             _ = &mut shutdown => true,
         };
-        let mut attempt: u32 = 0;
+        let mut schedule = Reconnect::new(self.opts.backoff, self.opts.stable_after);
         while !stopped {
             let t0 = tokio::time::Instant::now();
+            let mut connected_for = None;
             match self.connect_once(&codec, &mut shutdown).await {
                 Ok(()) => stopped = true,
                 Err((e, welcomed_at)) => {
-                    if let Some(at) = welcomed_at
-                        && at.elapsed() >= self.opts.stable_after
-                    {
-                        attempt = 0;
-                    }
+                    connected_for = welcomed_at.map(|at| at.elapsed());
                     tracing::warn!(after_ms = t0.elapsed().as_millis() as u64, "{e}");
                 }
             }
             if stopped {
                 break;
             }
-            let delay = self
-                .opts
-                .backoff
-                .delay(attempt, rand::rng().random::<f64>());
-            attempt = attempt.saturating_add(1);
-            tracing::info!(attempt, delay_ms = delay.as_millis() as u64, "reconnecting");
+            let delay = schedule.after_drop(connected_for, rand::rng().random::<f64>());
+            tracing::info!(
+                attempt = schedule.attempt(),
+                delay_ms = delay.as_millis() as u64,
+                "reconnecting"
+            );
             stopped = tokio::select! {
                 _ = tokio::time::sleep(delay) => false,
                 _ = &mut shutdown => true,
@@ -248,5 +282,43 @@ impl Agent {
         conn::serve(ws, *codec, &welcome, parts, shutdown)
             .await
             .map_err(|e| (e, Some(welcomed)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    #[test]
+    fn reconnect_backs_off_caps_and_resets_after_a_stable_connection() {
+        let mut r = Reconnect::new(
+            Backoff {
+                base: secs(1),
+                cap: secs(300),
+            },
+            secs(60),
+        );
+        // Ceilings (unit just below 1) double from the base up to the cap.
+        let u = 0.999_999;
+        let ceilings: Vec<u64> = (0..11)
+            .map(|_| r.after_drop(None, u).as_secs_f64().round() as u64)
+            .collect();
+        assert_eq!(ceilings, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+        // Full jitter: the delay is uniform below the ceiling.
+        assert_eq!(r.after_drop(None, 0.0), Duration::ZERO);
+        assert_eq!(r.after_drop(None, 0.5), secs(150));
+        // A short-lived connection does not reset the schedule...
+        assert_eq!(r.after_drop(Some(secs(59)), 0.5), secs(150));
+        // ...one that stayed up a minute does.
+        assert_eq!(
+            r.after_drop(Some(secs(60)), 0.5),
+            Duration::from_millis(500)
+        );
+        assert_eq!(r.attempt(), 1);
+        assert_eq!(r.after_drop(None, 0.5), secs(1));
     }
 }
