@@ -388,3 +388,57 @@ fn pid_gone(pid: i32) -> bool {
             .unwrap_or(false),
     }
 }
+
+#[tokio::test]
+async fn e2e_plugins_reach_the_server_inventory() {
+    let plugins = tempfile::tempdir().unwrap();
+    let write = |name: &str, body: &str| {
+        let p = plugins.path().join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    };
+    write("disk", r#"echo '{"free_gb": 42}'"#);
+    write("broken", "echo boom >&2; exit 1");
+    let env = setup(
+        "e2e-plugins",
+        &[
+            ("RMM_AGENT_PLUGINS_DIR", plugins.path().to_str().unwrap()),
+            ("RMM_AGENT_PLUGIN_INTERVAL_SECS", "1"),
+        ],
+    )
+    .await;
+    let token = env.client.login(ADMIN_EMAIL, ADMIN_PASSWORD).await.unwrap();
+    let url = format!("{}/api/agents/{}/inventory", env.server.url, env.agent_id);
+    // reqwest is built without a default crypto provider in this workspace.
+    let tls = rmm_agent::tls::client_config(None, &[]).unwrap();
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls((*tls).clone())
+        .build()
+        .unwrap();
+    let t0 = Instant::now();
+    let items: Vec<serde_json::Value> = loop {
+        let items: Vec<serde_json::Value> = http
+            .get(&url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if items.len() >= 2 || t0.elapsed() > Duration::from_secs(20) {
+            break items;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let by = |name: &str| {
+        items
+            .iter()
+            .find(|i| i["plugin"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {items:?}"))
+            .clone()
+    };
+    assert_eq!(by("disk")["result"], serde_json::json!({"free_gb": 42}));
+    assert_eq!(by("broken")["result"], serde_json::json!("unknown"));
+    assert!(by("broken")["error"].as_str().unwrap().contains("boom"));
+}
