@@ -363,3 +363,24 @@ async fn user_session_runs_as_the_session_user() {
         format!("65534 {gid} nobody /run/user/65534 unix:path=/run/user/65534/bus\n")
     );
 }
+
+#[tokio::test]
+async fn a_background_job_holding_the_pipe_does_not_hold_the_command() {
+    let t0 = std::time::Instant::now();
+    let (res, c) = run(
+        &runner(),
+        &cmd(CommandType::Sh, "sleep 30 & echo \"bg=$!\""),
+        1 << 20,
+    )
+    .await;
+    assert_eq!(res.outcome, CommandOutcome::Completed);
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    let bg: i32 = c
+        .out()
+        .trim()
+        .strip_prefix("bg=")
+        .and_then(|s| s.parse().ok())
+        .expect("pid printed");
+    // Left running, as in a terminal; clean it up.
+    let _ = nix::sys::signal::kill(Pid::from_raw(bg), Signal::SIGKILL);
+}

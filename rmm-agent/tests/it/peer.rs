@@ -31,7 +31,7 @@ async fn hello_auth_heartbeats_and_a_command_with_ack() {
     let state = tmp.path().join("state");
     let peer = Peer::bind().await;
     let id = write_identity(&state, &peer.url);
-    let _agent = spawn_agent(&state, &[]);
+    let _agent = spawn_agent(&state, &[("RMM_ENROLL_TOKEN", "leak-me-not")]);
     let mut c = peer.accept(AgentSettings::default(), 1, T).await;
     assert_eq!(c.path, "/api/v1/agent/ws");
     assert_eq!(
@@ -77,6 +77,18 @@ async fn hello_auth_heartbeats_and_a_command_with_ack() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(!spool.exists(), "spool not dropped after ack");
+
+    // The agent's own RMM_* settings and secrets are not passed on.
+    let env_cmd = sh("env");
+    c.send(Message::RunCommand(env_cmd.clone())).await;
+    let r = c.result(env_cmd.command_id, T).await;
+    assert_eq!(r.outcome, CommandOutcome::Completed);
+    let env_out = c.out(env_cmd.command_id, OutputStream::Stdout);
+    assert!(env_out.contains("PATH="), "{env_out}");
+    assert!(
+        !env_out.contains("leak-me-not") && !env_out.contains("RMM_"),
+        "{env_out}"
+    );
 
     // Heartbeats at the welcome's interval, seq counting up.
     let t0 = Instant::now();
