@@ -323,6 +323,30 @@ mod tests {
         assert!(parse_bundle(&gz.finish().unwrap()).is_err());
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Arbitrary bytes are an error value, never a panic.
+        #[test]
+        fn arbitrary_payloads_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4096)) {
+            let _ = parse_bundle(&bytes);
+        }
+
+        /// A valid payload with bytes flipped is an error or a valid
+        /// identity, never a panic.
+        #[test]
+        fn mutated_payloads_never_panic(flips in proptest::collection::vec((proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>()), 1..8)) {
+            let mut bytes = bundle_bytes(&config(Uuid::nil()), &[]);
+            for (i, b) in flips {
+                let n = bytes.len();
+                bytes[i % n] ^= b;
+            }
+            if let Ok(b) = parse_bundle(&bytes) {
+                proptest::prop_assert!(b.identity.validate().is_ok());
+            }
+        }
+    }
+
     #[test]
     fn tokens_are_checked() {
         validate_token("abcdefghijklmnop_-0123").unwrap();
