@@ -80,6 +80,11 @@ impl OutputCap {
     /// The prefix of `text` that still fits, cut on a character boundary;
     /// anything beyond sets the truncated flag.
     pub fn admit<'a>(&mut self, text: &'a str) -> &'a str {
+        if self.truncated {
+            // Once something was dropped, everything after it is too, so
+            // what was kept stays a prefix of the stream.
+            return "";
+        }
         let room = self.cap.saturating_sub(self.len);
         let mut take = usize::try_from(room).unwrap_or(usize::MAX).min(text.len());
         while !text.is_char_boundary(take) {
@@ -151,5 +156,41 @@ mod tests {
         assert_eq!(c.admit("aé"), "a");
         assert!(c.truncated());
         assert_eq!(c.len(), 1);
+        // A character that would still fit after a cut is not kept: the
+        // kept text stays a prefix.
+        assert_eq!(c.admit("b"), "");
+        assert_eq!(c.len(), 1);
+    }
+
+    proptest::proptest! {
+        /// Decoding in arbitrary pieces equals lossy decoding of the whole,
+        /// and the capped text is a char-aligned prefix within the cap.
+        #[test]
+        fn pieces_decode_like_the_whole(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+            cuts in proptest::collection::vec(proptest::prelude::any::<usize>(), 0..8),
+            cap in 0u64..600,
+        ) {
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (bytes.len() + 1)).collect();
+            cuts.sort_unstable();
+            let mut pieces = Vec::new();
+            let mut at = 0;
+            for c in cuts {
+                pieces.push(&bytes[at..c]);
+                at = c;
+            }
+            pieces.push(&bytes[at..]);
+            let got = decode_in_pieces(&pieces);
+            proptest::prop_assert_eq!(&got, &String::from_utf8_lossy(&bytes).into_owned());
+            let mut c = OutputCap::new(cap);
+            let mut kept = String::new();
+            for piece in got.split_inclusive(|ch: char| ch == 'a' || ch == '\u{FFFD}') {
+                kept.push_str(c.admit(piece));
+            }
+            proptest::prop_assert!(got.starts_with(&kept));
+            proptest::prop_assert!(kept.len() as u64 <= cap);
+            proptest::prop_assert_eq!(c.len(), kept.len() as u64);
+            proptest::prop_assert_eq!(c.truncated(), kept.len() < got.len());
+        }
     }
 }
