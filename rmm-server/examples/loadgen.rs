@@ -266,6 +266,8 @@ async fn main() -> anyhow::Result<()> {
     let want = |phase: &str| args.only.as_deref().is_none_or(|o| o == phase);
     let server = ServerProc::start(&args.server_bin, args.database_url.as_deref())?;
     let base = format!("http://{}", server.addr);
+    // reqwest has no default crypto provider in this workspace.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
         .build()?;

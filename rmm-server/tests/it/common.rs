@@ -33,6 +33,16 @@ pub fn test_config(dir: &tempfile::TempDir) -> Config {
     }
 }
 
+/// An HTTP client for the tests. reqwest is compiled with
+/// `rustls-no-provider` in this workspace (feature unification with
+/// rmm-client and rmm-proxmox, which bring their own ring config), and even
+/// a plain-http client builds a TLS config, so the tests install ring as the
+/// process default first.
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
 pub struct TestServer {
     pub handle: ServerHandle,
     pub http: reqwest::Client,
@@ -51,7 +61,7 @@ impl TestServer {
         let handle = rmm_server::spawn(config).await.unwrap();
         TestServer {
             handle,
-            http: reqwest::Client::new(),
+            http: http_client(),
             _dir: dir,
         }
     }

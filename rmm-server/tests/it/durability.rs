@@ -119,7 +119,7 @@ async fn login(http: &reqwest::Client, base: &str) -> String {
 
 async fn queued_command_survives_restarts(database_url: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
-    let http = reqwest::Client::new();
+    let http = crate::common::http_client();
     let server = Proc::start(dir.path(), database_url);
     let token = login(&http, &server.url()).await;
     let (agent_id, secret) = enroll_via(&http, &server.url(), &token, "durable").await;
@@ -316,7 +316,7 @@ async fn cli_user_add_and_enroll_bundle() {
     );
     // the server started on that data dir knows the user and the bundle
     let server = Proc::start(dir.path(), None);
-    let http = reqwest::Client::new();
+    let http = crate::common::http_client();
     let resp = http
         .post(format!("{}/api/auth/login", server.url()))
         .json(&json!({"email": "ops@example.com", "password": "s3cret-password"}))

@@ -365,7 +365,7 @@ async fn twenty_parallel_redemptions_yield_one_payload() {
         .map(|_| {
             let url = url.clone();
             tokio::spawn(async move {
-                let resp = reqwest::Client::new().get(url).send().await.unwrap();
+                let resp = crate::common::http_client().get(url).send().await.unwrap();
                 (resp.status().as_u16(), resp.bytes().await.unwrap().len())
             })
         })
