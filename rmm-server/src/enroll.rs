@@ -57,42 +57,11 @@ pub struct AgentConfig {
     pub channel: String,
 }
 
-/// The hardened systemd unit shipped in the payload.
+/// The hardened systemd unit shipped in the payload: the one file
+/// `packaging/rmm-agent.service`, so the unit a bootstrap installs and the
+/// unit packagers ship never drift apart.
 pub fn systemd_unit() -> String {
-    "[Unit]\n\
-Description=rmm agent\n\
-Documentation=https://github.com/rmm-sdk/rmm\n\
-Wants=network-online.target\n\
-After=network-online.target\n\
-\n\
-[Service]\n\
-Type=simple\n\
-ExecStart=/usr/local/bin/rmm-agent run --state-dir /var/lib/rmm-agent\n\
-Restart=always\n\
-RestartSec=5\n\
-StateDirectory=rmm-agent\n\
-StateDirectoryMode=0700\n\
-UMask=0077\n\
-ProtectSystem=strict\n\
-ProtectHome=read-only\n\
-PrivateTmp=true\n\
-ProtectKernelTunables=true\n\
-ProtectKernelModules=true\n\
-ProtectKernelLogs=true\n\
-ProtectControlGroups=true\n\
-ProtectClock=true\n\
-ProtectHostname=true\n\
-RestrictSUIDSGID=true\n\
-RestrictRealtime=true\n\
-RestrictNamespaces=true\n\
-LockPersonality=true\n\
-RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK\n\
-SystemCallArchitectures=native\n\
-KillMode=mixed\n\
-\n\
-[Install]\n\
-WantedBy=multi-user.target\n"
-        .to_owned()
+    include_str!("../../packaging/rmm-agent.service").to_owned()
 }
 
 /// Builds the gzip'd tar payload: `config.json` (0600) and

@@ -164,6 +164,7 @@ async fn bundle_script_and_payload_once() {
     for line in [
         "StateDirectory=rmm-agent",
         "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
         "ExecStart=/usr/local/bin/rmm-agent run",
         "WantedBy=multi-user.target",
     ] {
