@@ -27,7 +27,7 @@ const KINDS: [ChannelKind; 6] = [
     ChannelKind::Unknown,
 ];
 
-const CODES: [ChannelErrorCode; 8] = [
+const CODES: [ChannelErrorCode; 10] = [
     ChannelErrorCode::UnsupportedKind,
     ChannelErrorCode::TooManyChannels,
     ChannelErrorCode::DuplicateId,
@@ -35,6 +35,8 @@ const CODES: [ChannelErrorCode; 8] = [
     ChannelErrorCode::WindowExceeded,
     ChannelErrorCode::PacketTooLarge,
     ChannelErrorCode::Refused,
+    ChannelErrorCode::Timeout,
+    ChannelErrorCode::Protocol,
     ChannelErrorCode::Other,
 ];
 

@@ -509,6 +509,11 @@ pub enum ChannelErrorCode {
     PacketTooLarge,
     /// The kind's handler refused (bad parameters, not permitted...).
     Refused,
+    /// The channel open was not answered in time.
+    Timeout,
+    /// The peer broke the channel protocol (data after its EOF, a zero
+    /// maximum packet, ...).
+    Protocol,
     /// A code this build does not know.
     #[serde(other)]
     Other,

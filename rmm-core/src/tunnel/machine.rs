@@ -388,7 +388,7 @@ impl<R: Role> Tunnel<R> {
         } else if len as u64 > ch.recv_credit {
             Some(ChannelErrorCode::WindowExceeded)
         } else if ch.peer_eof && len > 0 {
-            Some(ChannelErrorCode::Other)
+            Some(ChannelErrorCode::Protocol)
         } else {
             None
         };
@@ -479,7 +479,7 @@ impl<R: Role> Tunnel<R> {
                     self.reset(
                         session_id,
                         channel_id,
-                        ChannelErrorCode::Other,
+                        ChannelErrorCode::Timeout,
                         Some(ChannelEnd::OpenTimeout),
                     );
                 }
@@ -945,7 +945,7 @@ impl<R: Role> Tunnel<R> {
             ))
         } else if m.max_packet == 0 {
             Some((
-                ChannelErrorCode::Other,
+                ChannelErrorCode::Protocol,
                 "max_packet must be at least 1".into(),
             ))
         } else if self.channels.len() >= self.config.max_channels {
@@ -1020,7 +1020,7 @@ impl<R: Role> Tunnel<R> {
             origin: Origin::Local,
         });
         if m.max_packet == 0 {
-            self.reset(session_id, channel_id, ChannelErrorCode::Other, None);
+            self.reset(session_id, channel_id, ChannelErrorCode::Protocol, None);
         }
     }
 
@@ -2077,7 +2077,7 @@ mod tests {
         assert!(matches!(
             p.agent.poll_transmit(p.now),
             Some(Frame::Control(Message::ChannelClose(ChannelClose {
-                reset: Some(ChannelErrorCode::Other),
+                reset: Some(ChannelErrorCode::Protocol),
                 ..
             })))
         ));

@@ -603,7 +603,7 @@ impl Sim {
                 if honest {
                     // Between honest machines the only resets are the
                     // application's (`refused` here) and a peer giving up
-                    // an open (`other`): never a flow-control violation.
+                    // an open (`timeout`): never a flow-control violation.
                     let legit = match &reason {
                         ChannelEnd::Reset {
                             origin: Origin::Local,
@@ -612,7 +612,7 @@ impl Sim {
                         ChannelEnd::Reset {
                             origin: Origin::Peer,
                             code,
-                        } => matches!(code, ChannelErrorCode::Refused | ChannelErrorCode::Other),
+                        } => matches!(code, ChannelErrorCode::Refused | ChannelErrorCode::Timeout),
                         _ => true,
                     };
                     assert!(
