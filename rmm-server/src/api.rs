@@ -175,9 +175,7 @@ pub struct AgentView {
 
 impl AgentView {
     fn new(a: Agent, state: &AppState) -> Self {
-        let window = 3 * state.config.heartbeat_interval.as_millis() as i64
-            + state.config.last_seen_flush.as_millis() as i64
-            + 1000;
+        let window = state.config.online_window_ms();
         let online = a.online
             && a.retired_at.is_none()
             && a.last_seen.is_some_and(|t| now_ms() - t <= window);

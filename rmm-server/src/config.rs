@@ -98,6 +98,16 @@ impl Default for Config {
 }
 
 impl Config {
+    /// How long after its `last_seen` an agent marked online still counts
+    /// as online (ms): three missed heartbeats plus the `last_seen` flush
+    /// delay and a second of slack.
+    pub fn online_window_ms(&self) -> i64 {
+        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        (3 * ms(self.heartbeat_interval))
+            .saturating_add(ms(self.last_seen_flush))
+            .saturating_add(1000)
+    }
+
     /// The database URL in effect.
     pub fn effective_database_url(&self) -> String {
         self.database_url

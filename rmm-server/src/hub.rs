@@ -35,7 +35,7 @@ use uuid::Uuid;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::now_ms;
-use crate::store::{AgentHello, FinishOutcome, InventoryItem, NewAudit, Store};
+use crate::store::{AgentHello, FinishOutcome, HelloOutcome, InventoryItem, NewAudit, Store};
 
 /// WebSocket close codes used by the hub.
 pub mod close_code {
@@ -49,6 +49,10 @@ pub mod close_code {
     pub const UNSUPPORTED: u16 = 1003;
     /// Policy violation (identity mismatch, replaced, revoked).
     pub const POLICY: u16 = 1008;
+    /// A message larger than the limits.
+    pub const TOO_BIG: u16 = 1009;
+    /// Try again later (a re-enrollment whose old agent is still online).
+    pub const TRY_AGAIN_LATER: u16 = 1013;
 }
 
 /// One live agent connection, as the rest of the server sees it.
@@ -424,9 +428,55 @@ impl Hub {
             machine_uid: clip(&hello.machine_uid, 255),
             address: addr.ip().to_string(),
             now: now_ms(),
+            live_after: now_ms() - self.config.online_window_ms(),
         };
         let replaced = match self.store.agent_connected(&record).await {
-            Ok(r) => r,
+            Ok(HelloOutcome::Accepted { replaced }) => replaced,
+            Ok(HelloOutcome::MachineMismatch { recorded }) => {
+                tracing::warn!(agent = %agent_id, "hello refused: machine identity differs from the credential's");
+                self.audit_hello_refused(
+                    &record,
+                    "machine_mismatch",
+                    serde_json::json!({
+                        "recorded_machine_uid": recorded,
+                    }),
+                )
+                .await;
+                self.send_error(
+                    &mut s,
+                    &mut ws,
+                    "machine_mismatch",
+                    "this credential belongs to another machine; re-enroll this machine",
+                )
+                .await;
+                close(&mut ws, close_code::POLICY, "machine identity mismatch").await;
+                return;
+            }
+            Ok(HelloOutcome::MachineInUse { by }) => {
+                tracing::warn!(agent = %agent_id, online = %by, "hello refused: its machine is online as another agent");
+                self.audit_hello_refused(
+                    &record,
+                    "machine_in_use",
+                    serde_json::json!({
+                        "online_agent": by.to_string(),
+                    }),
+                )
+                .await;
+                self.send_error(
+                    &mut s,
+                    &mut ws,
+                    "machine_in_use",
+                    "another agent of this machine is online; retry once it has stopped",
+                )
+                .await;
+                close(
+                    &mut ws,
+                    close_code::TRY_AGAIN_LATER,
+                    "machine online as another agent",
+                )
+                .await;
+                return;
+            }
             Err(e) => {
                 tracing::error!(error = %e, agent = %agent_id, "cannot record hello");
                 close(&mut ws, 1011, "server error").await;
@@ -435,14 +485,14 @@ impl Hub {
         };
         self.agents_changed();
         for old in replaced {
-            tracing::info!(old = %old, new = %agent_id, "agent identity deduplicated by machine_uid");
+            tracing::info!(old = %old, new = %agent_id, "agent replaced by the first hello of a re-enrollment of its machine");
             self.disconnect(old);
             let audit = NewAudit {
-                at: now_ms(),
+                at: record.now,
                 actor: format!("agent:{agent_id}"),
                 action: "agent.replace".into(),
                 target: Some(old.to_string()),
-                address: Some(addr.ip().to_string()),
+                address: Some(record.address.clone()),
                 detail: serde_json::json!({
                     "replaced": old.to_string(),
                     "by": agent_id.to_string(),
@@ -862,6 +912,29 @@ impl Hub {
             }
         }
         Flow::Continue
+    }
+
+    /// Audits a refused `hello` (authenticated agent, claimed identity).
+    async fn audit_hello_refused(&self, h: &AgentHello, why: &str, extra: serde_json::Value) {
+        let mut detail = serde_json::json!({
+            "reason": why,
+            "claimed_machine_uid": h.machine_uid,
+            "hostname": h.hostname,
+        });
+        if let (Some(d), serde_json::Value::Object(extra)) = (detail.as_object_mut(), extra) {
+            d.extend(extra);
+        }
+        let audit = NewAudit {
+            at: h.now,
+            actor: format!("agent:{}", h.agent_id),
+            action: "agent.hello_refused".into(),
+            target: Some(h.agent_id.to_string()),
+            address: Some(h.address.clone()),
+            detail,
+        };
+        if let Err(e) = self.store.append_audit(&audit).await {
+            tracing::warn!(error = %e, "cannot write audit record");
+        }
     }
 
     async fn send_error(&self, s: &mut Session, ws: &mut WebSocket, code: &str, message: &str) {

@@ -189,6 +189,41 @@ pub struct AgentHello {
     pub address: String,
     /// Now (unix ms).
     pub now: i64,
+    /// An agent row marked online whose `last_seen` is older than this
+    /// (unix ms) counts as offline (its server went away without saying).
+    pub live_after: i64,
+}
+
+/// What recording a `hello` decided.
+///
+/// A credential's machine identity is bound by its first `hello` and never
+/// changes afterwards; deduplication by machine happens only at that first
+/// `hello` of a freshly enrolled credential (an admin-authorised
+/// enrollment), only retires agents that are offline, and never moves a
+/// command from one agent to another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HelloOutcome {
+    /// Recorded; `replaced` lists the agents this first `hello` retired
+    /// (same machine, re-enrolled). Their unfinished commands were
+    /// cancelled, not moved.
+    Accepted {
+        /// Agents retired by this enrollment's first `hello`.
+        replaced: Vec<Uuid>,
+    },
+    /// The credential is bound to another machine identity: refused,
+    /// nothing recorded.
+    MachineMismatch {
+        /// The identity bound to the credential.
+        recorded: String,
+    },
+    /// A first `hello` claims the machine of an agent that is online right
+    /// now: refused, nothing recorded (a genuine re-enrollment retries once
+    /// the old agent has gone).
+    MachineInUse {
+        /// The online agent with that machine identity.
+        by: Uuid,
+    },
 }
 
 /// A new enrollment: the agent row and its one-time token.
@@ -535,11 +570,12 @@ pub trait Store: Send + Sync + 'static {
     fn list_agents(&self) -> StoreFuture<'_, Vec<Agent>>;
     /// One agent (retired ones too).
     fn get_agent(&self, id: Uuid) -> StoreFuture<'_, Option<Agent>>;
-    /// Records a `hello`: descriptive fields, online, address. Retires
-    /// other live agents with the same non-empty `machine_uid` (their
-    /// credential is revoked, their commands move to this agent) and
-    /// returns their ids.
-    fn agent_connected<'a>(&'a self, hello: &'a AgentHello) -> StoreFuture<'a, Vec<Uuid>>;
+    /// Records a `hello`: descriptive fields, online, address. The first
+    /// `hello` of a credential binds its machine identity and retires other
+    /// offline live agents with the same non-empty `machine_uid` (their
+    /// credential is revoked, their unfinished commands cancelled); a
+    /// later `hello` must claim the bound identity. See [`HelloOutcome`].
+    fn agent_connected<'a>(&'a self, hello: &'a AgentHello) -> StoreFuture<'a, HelloOutcome>;
     /// Marks the agent offline if `session_id` is still its current session.
     fn agent_disconnected(&self, id: Uuid, session_id: Uuid, now: i64) -> StoreFuture<'_, ()>;
     /// Coalesced `last_seen` update of many agents in one statement.

@@ -13,8 +13,8 @@ use uuid::Uuid;
 
 use super::{
     Agent, AgentHello, AppendOutcome, AuditEntry, CancelOutcome, Command, CommandStatus,
-    Enrollment, ExpiredCommand, FinishOutcome, InventoryItem, NewAudit, NewCommand, NewEnrollment,
-    PendingCommand, Phase, Role, Store, StoreError, StoreFuture, User,
+    Enrollment, ExpiredCommand, FinishOutcome, HelloOutcome, InventoryItem, NewAudit, NewCommand,
+    NewEnrollment, PendingCommand, Phase, Role, Store, StoreError, StoreFuture, User,
 };
 
 const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
@@ -34,6 +34,11 @@ const PG_MIGRATIONS: &[(i64, &str)] = &[
 
 /// Most commands handed to a connection per delivery round.
 const DELIVERY_BATCH: i64 = 64;
+
+/// Ends the unfinished commands of a retired agent (`$1` agent, `$2` now,
+/// `$3` why): they are never moved to another agent.
+const CANCEL_RETIRED_COMMANDS: &str = "UPDATE commands SET status = 'cancelled', phase = 'done', \
+     completed_at = $2, error = $3 WHERE agent_id = $1 AND status = 'running'";
 
 /// The PostgreSQL notification channel for "agent X has work".
 const WORK_CHANNEL: &str = "rmm_agent_work";
@@ -146,7 +151,9 @@ macro_rules! sql_store {
                     arch: r.try_get("arch")?,
                     agent_version: r.try_get("agent_version")?,
                     channel: r.try_get("channel")?,
-                    machine_uid: r.try_get("machine_uid")?,
+                    machine_uid: r
+                        .try_get::<Option<String>, _>("machine_uid")?
+                        .filter(|u| !u.is_empty()),
                     address: r.try_get("address")?,
                     online: r.try_get("online")?,
                     last_seen: r.try_get("last_seen")?,
@@ -558,15 +565,76 @@ macro_rules! sql_store {
                 .boxed()
             }
 
-            fn agent_connected<'a>(&'a self, h: &'a AgentHello) -> StoreFuture<'a, Vec<Uuid>> {
+            fn agent_connected<'a>(&'a self, h: &'a AgentHello) -> StoreFuture<'a, HelloOutcome> {
                 async move {
                     let id = h.agent_id.to_string();
-                    let uid = (!h.machine_uid.is_empty()).then_some(h.machine_uid.as_str());
                     let mut tx = self.writer.begin().await?;
+                    // The first hello of a credential binds its machine
+                    // identity (empty: none); later ones must claim it.
+                    let first = sqlx::query(
+                        "UPDATE agents SET machine_uid = $2 \
+                         WHERE id = $1 AND machine_uid IS NULL AND retired_at IS NULL",
+                    )
+                    .bind(&id)
+                    .bind(&h.machine_uid)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                        == 1;
+                    let mut replaced = Vec::new();
+                    if !first {
+                        let recorded: Option<String> =
+                            sqlx::query("SELECT machine_uid FROM agents WHERE id = $1")
+                                .bind(&id)
+                                .fetch_optional(&mut *tx)
+                                .await?
+                                .map(|r| r.try_get::<Option<String>, _>("machine_uid"))
+                                .transpose()?
+                                .flatten();
+                        let recorded = recorded.unwrap_or_default();
+                        if recorded != h.machine_uid {
+                            return Ok(HelloOutcome::MachineMismatch { recorded });
+                        }
+                    } else if !h.machine_uid.is_empty() {
+                        let others = sqlx::query(
+                            "SELECT id, online, last_seen FROM agents \
+                             WHERE machine_uid = $1 AND id <> $2 AND retired_at IS NULL",
+                        )
+                        .bind(&h.machine_uid)
+                        .bind(&id)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                        for r in &others {
+                            let online: bool = r.try_get("online")?;
+                            let seen: Option<i64> = r.try_get("last_seen")?;
+                            if online && seen.is_some_and(|t| t >= h.live_after) {
+                                let by = parse_uuid(&r.try_get::<String, _>("id")?)?;
+                                return Ok(HelloOutcome::MachineInUse { by });
+                            }
+                        }
+                        for r in &others {
+                            let old: String = r.try_get("id")?;
+                            sqlx::query(
+                                "UPDATE agents SET retired_at = $3, replaced_by = $2, \
+                                 secret_hash = NULL, online = FALSE WHERE id = $1",
+                            )
+                            .bind(&old)
+                            .bind(&id)
+                            .bind(h.now)
+                            .execute(&mut *tx)
+                            .await?;
+                            sqlx::query(CANCEL_RETIRED_COMMANDS)
+                                .bind(&old)
+                                .bind(h.now)
+                                .bind("the agent was replaced by a re-enrollment of its machine")
+                                .execute(&mut *tx)
+                                .await?;
+                            replaced.push(parse_uuid(&old)?);
+                        }
+                    }
                     sqlx::query(
                         "UPDATE agents SET hostname = $2, os = $3, arch = $4, agent_version = $5, \
-                         channel = $6, machine_uid = COALESCE($7, machine_uid), address = $8, \
-                         online = TRUE, session_id = $9, last_seen = $10 \
+                         channel = $6, address = $7, online = TRUE, session_id = $8, last_seen = $9 \
                          WHERE id = $1 AND retired_at IS NULL",
                     )
                     .bind(&id)
@@ -575,36 +643,13 @@ macro_rules! sql_store {
                     .bind(&h.arch)
                     .bind(&h.agent_version)
                     .bind(&h.channel)
-                    .bind(uid)
                     .bind(&h.address)
                     .bind(h.session_id.to_string())
                     .bind(h.now)
                     .execute(&mut *tx)
                     .await?;
-                    let mut replaced = Vec::new();
-                    if let Some(uid) = uid {
-                        let rows = sqlx::query(
-                            "UPDATE agents SET retired_at = $3, replaced_by = $2, secret_hash = NULL, \
-                             online = FALSE WHERE machine_uid = $1 AND id <> $2 AND retired_at IS NULL \
-                             RETURNING id",
-                        )
-                        .bind(uid)
-                        .bind(&id)
-                        .bind(h.now)
-                        .fetch_all(&mut *tx)
-                        .await?;
-                        for r in rows {
-                            let old: String = r.try_get("id")?;
-                            sqlx::query("UPDATE commands SET agent_id = $2 WHERE agent_id = $1")
-                                .bind(&old)
-                                .bind(&id)
-                                .execute(&mut *tx)
-                                .await?;
-                            replaced.push(parse_uuid(&old)?);
-                        }
-                    }
                     tx.commit().await?;
-                    Ok(replaced)
+                    Ok(HelloOutcome::Accepted { replaced })
                 }
                 .boxed()
             }
@@ -644,14 +689,22 @@ macro_rules! sql_store {
 
             fn retire_agent(&self, id: Uuid, now: i64) -> StoreFuture<'_, bool> {
                 async move {
+                    let mut tx = self.writer.begin().await?;
                     let res = sqlx::query(
                         "UPDATE agents SET retired_at = $2, secret_hash = NULL, online = FALSE \
                          WHERE id = $1 AND retired_at IS NULL",
                     )
                     .bind(id.to_string())
                     .bind(now)
-                    .execute(&self.writer)
+                    .execute(&mut *tx)
                     .await?;
+                    sqlx::query(CANCEL_RETIRED_COMMANDS)
+                        .bind(id.to_string())
+                        .bind(now)
+                        .bind("the agent was retired")
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
                     Ok(res.rows_affected() == 1)
                 }
                 .boxed()

@@ -9,7 +9,7 @@ use rmm_core::protocol::{
     CommandOutcome, CommandOutput, CommandRef, CommandResult, CommandStarted, Heartbeat, Message,
     OutputStream, RunCommand, VersionRange,
 };
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::protocol::Message as WsMessage;
 use uuid::Uuid;
 
@@ -490,6 +490,15 @@ async fn offline_after_three_missed_heartbeats() {
     drop(agent);
 }
 
+/// The error code of the server's `error` message, then the close code.
+async fn refused(agent: &mut FakeAgent) -> (String, Option<u16>) {
+    let code = match agent.recv().await {
+        Some(Message::Error(e)) => e.code,
+        other => panic!("expected an error message, got {other:?}"),
+    };
+    (code, agent.close_code().await)
+}
+
 #[tokio::test]
 async fn machine_uid_dedup_replaces_the_old_agent() {
     let srv = TestServer::start().await;
@@ -504,13 +513,35 @@ async fn machine_uid_dedup_replaces_the_old_agent() {
         )
         .await;
     expect_run(&mut old).await;
-    // re-enrolled: a new identity on the same machine
-    let (mut new, _) = srv.agent("new-name", "same-machine").await;
+    // re-enrolled: a new identity on the same machine, while the old agent
+    // is still online: refused with "try again later", nothing bound
+    let (new_id, new_secret) = srv.enroll("new-name").await;
+    let mut new = FakeAgent::connect(srv.addr(), new_id, &new_secret)
+        .await
+        .unwrap();
+    new.send(&new.hello_msg("same-machine")).await;
     assert_eq!(
-        old.close_code().await,
-        Some(1008),
-        "the old credential is revoked and its socket closed"
+        refused(&mut new).await,
+        ("machine_in_use".to_owned(), Some(1013))
     );
+    // the old agent stops (the install script restarted the service)
+    drop(old);
+    let mut attempts = 0;
+    let mut new = loop {
+        attempts += 1;
+        assert!(attempts < 500, "the old agent never went offline");
+        let mut a = FakeAgent::connect(srv.addr(), new_id, &new_secret)
+            .await
+            .unwrap();
+        a.send(&a.hello_msg("same-machine")).await;
+        match a.recv().await {
+            Some(Message::Welcome(_)) => break a,
+            Some(Message::Error(e)) if e.code == "machine_in_use" => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => panic!("expected welcome, got {other:?}"),
+        }
+    };
     let list = srv.call("GET", "/api/agents", Some(&admin), None).await.1;
     let ids: Vec<&str> = list
         .as_array()
@@ -518,33 +549,137 @@ async fn machine_uid_dedup_replaces_the_old_agent() {
         .iter()
         .map(|a| a["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, [new.id.to_string()]);
+    assert_eq!(ids, [new_id.to_string()]);
+    let old_id = srv
+        .call("GET", "/api/audit", Some(&admin), None)
+        .await
+        .1
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["action"] == "agent.replace")
+        .map(|a| a["target"].as_str().unwrap().to_owned())
+        .expect("agent.replace audited");
     let gone = srv
-        .call(
-            "GET",
-            &format!("/api/agents/{}", old.id),
-            Some(&admin),
-            None,
-        )
+        .call("GET", &format!("/api/agents/{old_id}"), Some(&admin), None)
         .await
         .1;
-    assert_eq!(gone["replaced_by"], new.id.to_string());
-    // its unfinished command moved over and is delivered to the new identity
-    assert_eq!(expect_run(&mut new).await.command_id, pending);
+    assert_eq!(gone["replaced_by"], new_id.to_string());
+    // its unfinished command did not move: it is cancelled, and the new
+    // identity receives nothing
+    let c = srv.command(&tech, pending).await;
+    assert_eq!(
+        (c["status"].as_str(), c["agent_id"].as_str()),
+        (Some("cancelled"), Some(old_id.as_str()))
+    );
+    assert!(new.recv_within(Duration::from_millis(300)).await.is_err());
     let audit = srv.call("GET", "/api/audit", Some(&admin), None).await.1;
     assert!(
         audit
             .as_array()
             .unwrap()
             .iter()
-            .any(|a| a["action"] == "agent.replace" && a["target"] == old.id.to_string())
+            .any(|a| a["action"] == "agent.hello_refused"
+                && a["detail"]["reason"] == "machine_in_use")
     );
     // the old credential no longer authenticates
+    let old_id: Uuid = old_id.parse().unwrap();
     assert!(
-        FakeAgent::connect_with(srv.addr(), old.id, "Agent x:y")
+        FakeAgent::connect_with(srv.addr(), old_id, "Agent x:y")
             .await
             .is_err()
     );
+}
+
+/// The takeover: an enrolled agent says `hello` with another agent's
+/// machine identity. It is refused and audited; the victim stays, online,
+/// with its commands.
+#[tokio::test]
+async fn a_credential_cannot_claim_another_agents_machine() {
+    let srv = TestServer::start().await;
+    let tech = srv.user("technician").await;
+    let admin = srv.admin().await;
+    let (mut victim, _) = srv.agent("victim", "victim-machine").await;
+    let (attacker_id, attacker_secret) = srv.enroll("attacker").await;
+    let mut attacker = FakeAgent::connect(srv.addr(), attacker_id, &attacker_secret)
+        .await
+        .unwrap();
+    attacker.hello("attacker-machine").await;
+    drop(attacker);
+    // a queued command for the victim
+    let cmd = srv
+        .submit(
+            &tech,
+            victim.id,
+            json!({"command_type": "sh", "command": "echo secret"}),
+        )
+        .await;
+    assert_eq!(expect_run(&mut victim).await.command_id, cmd);
+    // the attacker's credential claims the victim's machine
+    let mut attacker = FakeAgent::connect(srv.addr(), attacker_id, &attacker_secret)
+        .await
+        .unwrap();
+    attacker.send(&attacker.hello_msg("victim-machine")).await;
+    assert_eq!(
+        refused(&mut attacker).await,
+        ("machine_mismatch".to_owned(), Some(1008))
+    );
+    // the victim is untouched: live, online, still connected, its command
+    // still its own
+    let v = srv
+        .call(
+            "GET",
+            &format!("/api/agents/{}", victim.id),
+            Some(&admin),
+            None,
+        )
+        .await
+        .1;
+    assert_eq!(v["status"], "online", "{v}");
+    assert!(v.get("retired_at").is_none_or(Value::is_null), "{v}");
+    assert!(
+        victim
+            .recv_within(Duration::from_millis(200))
+            .await
+            .is_err(),
+        "victim stays connected"
+    );
+    let c = srv.command(&tech, cmd).await;
+    assert_eq!(c["agent_id"], victim.id.to_string());
+    assert_eq!(c["status"], "running");
+    // also when the victim is offline
+    drop(victim);
+    let mut attacker = FakeAgent::connect(srv.addr(), attacker_id, &attacker_secret)
+        .await
+        .unwrap();
+    attacker.send(&attacker.hello_msg("victim-machine")).await;
+    assert_eq!(refused(&mut attacker).await.0, "machine_mismatch");
+    let audit = srv.call("GET", "/api/audit", Some(&admin), None).await.1;
+    let refusals = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| {
+            a["action"] == "agent.hello_refused"
+                && a["target"] == attacker_id.to_string()
+                && a["detail"]["claimed_machine_uid"] == "victim-machine"
+                && a["detail"]["recorded_machine_uid"] == "attacker-machine"
+        })
+        .count();
+    assert_eq!(refusals, 2);
+    assert!(
+        !audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["action"] == "agent.replace"),
+        "nothing replaced"
+    );
+    // the attacker's own machine still works
+    let mut attacker = FakeAgent::connect(srv.addr(), attacker_id, &attacker_secret)
+        .await
+        .unwrap();
+    attacker.hello("attacker-machine").await;
 }
 
 #[tokio::test]

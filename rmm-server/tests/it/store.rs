@@ -7,8 +7,8 @@ use rmm_core::protocol::{
     CommandContext, CommandOutcome, CommandResult, CommandType, OutputStream,
 };
 use rmm_server::store::{
-    AgentHello, AppendOutcome, CancelOutcome, CommandStatus, FinishOutcome, InventoryItem,
-    NewAudit, NewCommand, NewEnrollment, Phase, Role, Store, StoreError, User,
+    AgentHello, AppendOutcome, CancelOutcome, CommandStatus, FinishOutcome, HelloOutcome,
+    InventoryItem, NewAudit, NewCommand, NewEnrollment, Phase, Role, Store, StoreError, User,
 };
 use uuid::Uuid;
 
@@ -111,6 +111,7 @@ fn hello(agent_id: Uuid, machine_uid: &str, now: i64) -> AgentHello {
         machine_uid: machine_uid.into(),
         address: "192.0.2.7".into(),
         now,
+        live_after: now - 1000,
     }
 }
 
@@ -346,13 +347,12 @@ async fn enrollment_sweep(store: Arc<dyn Store>) {
 }
 
 async fn agents_hello_and_dedup(store: Arc<dyn Store>) {
+    let accepted = |replaced: Vec<Uuid>| HelloOutcome::Accepted { replaced };
     let old = enrolled(&store, "old").await;
-    assert!(
-        store
-            .agent_connected(&hello(old, "machine-1", 3000))
-            .await
-            .unwrap()
-            .is_empty()
+    let first = hello(old, "machine-1", 3000);
+    assert_eq!(
+        store.agent_connected(&first).await.unwrap(),
+        accepted(vec![])
     );
     let a = store.get_agent(old).await.unwrap().unwrap();
     assert_eq!(
@@ -366,16 +366,50 @@ async fn agents_hello_and_dedup(store: Arc<dyn Store>) {
     );
     assert_eq!(a.machine_uid.as_deref(), Some("machine-1"));
     assert_eq!(a.address.as_deref(), Some("192.0.2.7"));
+    // the credential is bound to its first machine identity
+    assert_eq!(
+        store
+            .agent_connected(&hello(old, "machine-2", 3050))
+            .await
+            .unwrap(),
+        HelloOutcome::MachineMismatch {
+            recorded: "machine-1".into()
+        }
+    );
+    assert_eq!(
+        store.get_agent(old).await.unwrap().unwrap().last_seen,
+        Some(3000),
+        "a refused hello records nothing"
+    );
     // a queued command for the old identity
     let c = command(old, 3100, None);
     store.insert_command(&c).await.unwrap();
-    // the same machine re-enrolled under a new name and id
+    // the same machine re-enrolled under a new name and id, while the old
+    // agent is still online: refused, nothing bound
     let new = enrolled(&store, "new").await;
-    let replaced = store
-        .agent_connected(&hello(new, "machine-1", 4000))
+    assert_eq!(
+        store
+            .agent_connected(&hello(new, "machine-1", 3500))
+            .await
+            .unwrap(),
+        HelloOutcome::MachineInUse { by: old }
+    );
+    assert_eq!(
+        store.get_agent(new).await.unwrap().unwrap().machine_uid,
+        None
+    );
+    // once the old one has gone offline, the first hello replaces it
+    store
+        .agent_disconnected(old, first.session_id, 3600)
         .await
         .unwrap();
-    assert_eq!(replaced, vec![old]);
+    assert_eq!(
+        store
+            .agent_connected(&hello(new, "machine-1", 4000))
+            .await
+            .unwrap(),
+        accepted(vec![old])
+    );
     let o = store.get_agent(old).await.unwrap().unwrap();
     assert_eq!((o.replaced_by, o.online), (Some(new), false));
     assert!(o.retired_at.is_some());
@@ -383,10 +417,11 @@ async fn agents_hello_and_dedup(store: Arc<dyn Store>) {
         store.agent_secret_hash(old).await.unwrap().is_none(),
         "old credential revoked"
     );
+    let moved = store.get_command(c.id).await.unwrap().unwrap();
     assert_eq!(
-        store.get_command(c.id).await.unwrap().unwrap().agent_id,
-        new,
-        "history moves along"
+        (moved.agent_id, moved.status),
+        (old, CommandStatus::Cancelled),
+        "no command moves between agents; the old one's are cancelled"
     );
     let live: Vec<_> = store
         .list_agents()
@@ -396,20 +431,63 @@ async fn agents_hello_and_dedup(store: Arc<dyn Store>) {
         .map(|a| a.id)
         .collect();
     assert_eq!(live, vec![new]);
-    // an empty machine_uid never dedups
+    // an empty machine_uid never dedups, and binds "no identity": the
+    // credential cannot claim a machine later (the takeover)
     let other = enrolled(&store, "other").await;
-    assert!(
+    assert_eq!(
         store
             .agent_connected(&hello(other, "", 5000))
             .await
-            .unwrap()
-            .is_empty()
+            .unwrap(),
+        accepted(vec![])
     );
     assert_eq!(store.list_agents().await.unwrap().len(), 2);
-    // retire
+    assert_eq!(
+        store
+            .agent_connected(&hello(other, "machine-1", 5100))
+            .await
+            .unwrap(),
+        HelloOutcome::MachineMismatch {
+            recorded: String::new()
+        }
+    );
+    assert!(
+        store
+            .get_agent(new)
+            .await
+            .unwrap()
+            .unwrap()
+            .retired_at
+            .is_none()
+    );
+    // an existing credential claiming another live agent's machine
+    let third = enrolled(&store, "third").await;
+    assert_eq!(
+        store
+            .agent_connected(&hello(third, "machine-3", 5200))
+            .await
+            .unwrap(),
+        accepted(vec![])
+    );
+    assert_eq!(
+        store
+            .agent_connected(&hello(third, "machine-1", 5300))
+            .await
+            .unwrap(),
+        HelloOutcome::MachineMismatch {
+            recorded: "machine-3".into()
+        }
+    );
+    // retire: credential revoked, unfinished commands cancelled
+    let d = command(other, 5400, None);
+    store.insert_command(&d).await.unwrap();
     assert!(store.retire_agent(other, 6000).await.unwrap());
     assert!(!store.retire_agent(other, 6000).await.unwrap());
     assert!(store.agent_secret_hash(other).await.unwrap().is_none());
+    assert_eq!(
+        store.get_command(d.id).await.unwrap().unwrap().status,
+        CommandStatus::Cancelled
+    );
 }
 
 async fn agents_disconnect_and_touch(store: Arc<dyn Store>) {
