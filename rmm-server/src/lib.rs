@@ -25,6 +25,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod datadir;
 pub mod enroll;
 pub mod error;
 pub mod hub;
@@ -239,22 +240,9 @@ fn jwt_secret(config: &Config) -> Result<Vec<u8>, ServerError> {
         }
     }
     let secret = random_token(48);
-    write_private(&path, secret.as_bytes())
+    datadir::write_private(&path, secret.as_bytes())
         .map_err(|e| ServerError::io(format!("cannot write {}", path.display()), e))?;
     Ok(secret.into_bytes())
-}
-
-fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    #[cfg(unix)]
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    opts.mode(0o600);
-    let mut f = opts.open(path)?;
-    f.write_all(data)?;
-    f.sync_all()
 }
 
 /// Opens the store and builds the handler state (used by [`Server::bind`]
@@ -279,9 +267,12 @@ pub async fn open_state(
             "the body limit must be at least 1024 bytes".into(),
         ));
     }
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+    datadir::prepare(&config.data_dir).map_err(|e| {
         ServerError::io(
-            format!("cannot create data dir {}", config.data_dir.display()),
+            format!(
+                "cannot create or secure the data dir {}",
+                config.data_dir.display()
+            ),
             e,
         )
     })?;

@@ -55,6 +55,15 @@ pub enum StoreError {
     /// The database URL names no supported backend.
     #[error("unsupported database url {0:?}: use postgres://... or sqlite://PATH")]
     UnsupportedUrl(String),
+    /// The SQLite file could not be created.
+    #[error("cannot create the database file {path}: {source}")]
+    Open {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A user's role. Roles are ordered: `admin` may do everything a

@@ -1275,6 +1275,12 @@ impl SqliteStore {
         use sqlx::sqlite::{
             SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
         };
+        // Private from the start: SQLite gives the -wal/-shm files the
+        // database file's mode.
+        crate::datadir::precreate_private(path).map_err(|source| StoreError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
         let opts = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)

@@ -20,7 +20,27 @@ struct Proc {
 
 impl Proc {
     fn start(data_dir: &std::path::Path, database_url: Option<&str>) -> Proc {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rmm-server"));
+        Self::start_with(data_dir, database_url, None, Stdio::inherit())
+    }
+
+    /// With `umask` (octal text), the server runs under that umask.
+    fn start_with(
+        data_dir: &std::path::Path,
+        database_url: Option<&str>,
+        umask: Option<&str>,
+        stderr: Stdio,
+    ) -> Proc {
+        let bin = env!("CARGO_BIN_EXE_rmm-server");
+        let mut cmd = match umask {
+            Some(mask) => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("umask {mask} && exec \"$0\" \"$@\""))
+                    .arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--heartbeat-secs", "1"])
             .arg("--data-dir")
             .arg(data_dir)
@@ -30,7 +50,7 @@ impl Proc {
             .env_remove("RMM_DATABASE_URL")
             .env("RMM_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(stderr);
         if let Some(url) = database_url {
             cmd.arg("--database-url").arg(url);
         }
@@ -348,4 +368,41 @@ async fn cli_user_add_and_enroll_bundle() {
     )
     .await;
     assert_error(&again, 404, "not_found");
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_dir_is_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let log = tmp.path().join("stderr.log");
+    let private = |dir: &std::path::Path| {
+        assert_eq!(mode(dir), 0o700, "data dir");
+        for f in ["rmm.db", "rmm.db-wal", "rmm.db-shm", "jwt.key"] {
+            assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
+        }
+    };
+    // a new data dir under the loosest umask
+    let srv = Proc::start_with(&dir, None, Some("000"), Stdio::null());
+    let http = reqwest::Client::new();
+    login(&http, &srv.url()).await;
+    private(&dir);
+    srv.crash();
+    // a data dir as an older version left it: world-readable
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for f in ["rmm.db", "jwt.key"] {
+        std::fs::set_permissions(dir.join(f), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let err = std::fs::File::create(&log).unwrap();
+    let srv = Proc::start_with(&dir, None, Some("022"), Stdio::from(err));
+    login(&http, &srv.url()).await;
+    private(&dir);
+    srv.crash();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("tightened permissions") && text.contains("jwt.key"),
+        "{text}"
+    );
 }
