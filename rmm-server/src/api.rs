@@ -39,7 +39,7 @@ use uuid::Uuid;
 use crate::auth::{AuthUser, hash_password, random_token, sha256_hex, verify_password};
 use crate::enroll;
 use crate::error::{ApiError, ErrorBody};
-use crate::store::{Agent, CancelOutcome, Command, NewAudit, NewCommand, Role, User};
+use crate::store::{Agent, CancelOutcome, Command, NewAudit, NewCommand, Role, User, UserChange};
 use crate::{AppState, now_ms};
 
 // ---------------------------------------------------------------- extractors
@@ -296,6 +296,8 @@ pub struct UserView {
     pub created_at: String,
     /// Last change.
     pub updated_at: String,
+    /// A disabled user cannot log in and has no sessions.
+    pub disabled: bool,
 }
 
 impl From<User> for UserView {
@@ -306,6 +308,7 @@ impl From<User> for UserView {
             role: u.role,
             created_at: ts(u.created_at),
             updated_at: ts(u.updated_at),
+            disabled: u.disabled_at.is_some(),
         }
     }
 }
@@ -447,6 +450,9 @@ pub struct UserUpdate {
     /// New password.
     #[serde(default)]
     pub password: Option<String>,
+    /// Disable (`true`: no login, sessions end) or enable the user.
+    #[serde(default)]
+    pub disabled: Option<bool>,
 }
 
 // ---------------------------------------------------------------- helpers
@@ -523,7 +529,8 @@ async fn verify_blocking(state: &AppState, pw: String, hash: String) -> Result<b
 /// Logs in.
 #[utoipa::path(post, path = "/api/auth/login", request_body = LoginRequest,
     responses((status = 200, body = TokenResponse), (status = 400, body = ErrorBody),
-              (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody, description = "account disabled"),
+              (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn login(
     State(state): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
@@ -559,6 +566,22 @@ pub async fn login(
         }
     };
     match (ok, user) {
+        (true, Some(u)) if u.disabled_at.is_some() => {
+            audit(
+                &state,
+                &email,
+                "login.disabled",
+                Some(u.id.to_string()),
+                Some(ip),
+                serde_json::json!({}),
+            )
+            .await;
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "account_disabled",
+                "this account is disabled; ask an admin to enable it",
+            ))
+        }
         (true, Some(u)) => {
             state.throttle.success(&email);
             audit(
@@ -989,14 +1012,8 @@ pub async fn create_user(
     }
     check_password(&req.password)?;
     let now = now_ms();
-    let new = User {
-        id: Uuid::new_v4(),
-        email,
-        password_hash: hash_blocking(&state, req.password).await?,
-        role: req.role,
-        created_at: now,
-        updated_at: now,
-    };
+    let hash = hash_blocking(&state, req.password).await?;
+    let new = User::new(&email, hash, req.role, now);
     state.store.create_user(&new).await?;
     audit(
         &state,
@@ -1013,7 +1030,9 @@ pub async fn create_user(
 /// Changes a user's role or password.
 #[utoipa::path(patch, path = "/api/users/{id}", security(("bearer" = [])), request_body = UserUpdate,
     params(("id" = Uuid, Path, description = "user id")),
-    responses((status = 200, body = UserView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = UserView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
 pub async fn update_user(
     State(state): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
@@ -1022,11 +1041,14 @@ pub async fn update_user(
     ApiJson(req): ApiJson<UserUpdate>,
 ) -> Result<Json<UserView>, ApiError> {
     user.require(Role::Admin)?;
-    if req.role.is_none() && req.password.is_none() {
+    if req.role.is_none() && req.password.is_none() && req.disabled.is_none() {
         return Err(ApiError::unprocessable(
             "nothing_to_change",
-            "give role and/or password",
+            "give role, password and/or disabled",
         ));
+    }
+    if id == user.id && req.disabled == Some(true) {
+        return Err(ApiError::conflict("you cannot disable your own account"));
     }
     let hash = match req.password {
         Some(pw) => {
@@ -1036,15 +1058,28 @@ pub async fn update_user(
         None => None,
     };
     let changed_password = hash.is_some();
-    if !state
-        .store
-        .update_user(id, req.role, hash, now_ms())
-        .await?
-    {
+    let change = UserChange {
+        role: req.role,
+        password_hash: hash,
+        disabled: req.disabled,
+    };
+    if !state.store.update_user(id, change, now_ms()).await? {
         return Err(ApiError::not_found("no such user"));
     }
-    audit(&state, &user.email, "user.update", Some(id.to_string()), Some(client_ip(&addr)),
-        serde_json::json!({"role": req.role.map(Role::as_str), "password_changed": changed_password})).await;
+    audit(
+        &state,
+        &user.email,
+        "user.update",
+        Some(id.to_string()),
+        Some(client_ip(&addr)),
+        serde_json::json!({
+            "role": req.role.map(Role::as_str),
+            "password_changed": changed_password,
+            "disabled": req.disabled,
+            "sessions_ended": true,
+        }),
+    )
+    .await;
     let u = state
         .store
         .user_by_id(id)

@@ -77,7 +77,15 @@ pub struct Claims {
     pub iat: i64,
     /// Expires at (unix s).
     pub exp: i64,
+    /// The user's `token_version` at issue time; a token whose version is
+    /// not the user's current one is refused (tokens from before this
+    /// field existed read as 0).
+    #[serde(default)]
+    pub ver: i64,
 }
+
+/// Clock skew tolerated for a token's `iat` lying in the future.
+const IAT_SKEW_SECS: i64 = 60;
 
 /// JWT signing and verification with the algorithm pinned to HS256.
 pub struct JwtKeys {
@@ -116,15 +124,23 @@ impl JwtKeys {
             email: user.email.clone(),
             role: user.role.as_str().to_owned(),
             iat: now_secs,
-            exp: now_secs + i64::try_from(self.ttl.as_secs()).unwrap_or(86_400),
+            exp: now_secs + self.ttl_secs(),
+            ver: user.token_version,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(ApiError::internal)
     }
 
-    /// Verifies a token's signature, algorithm and expiry.
-    pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+    fn ttl_secs(&self) -> i64 {
+        i64::try_from(self.ttl.as_secs()).unwrap_or(86_400)
+    }
+
+    /// Verifies a token's signature, algorithm and expiry, and caps its
+    /// lifetime: a token whose `exp` lies more than the configured lifetime
+    /// after its `iat`, or whose `iat` lies in the future, is refused even
+    /// if the key signed it.
+    pub fn verify(&self, token: &str, now_secs: i64) -> Result<Claims, ApiError> {
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map(|d| d.claims)
             .map_err(|e| {
                 use jsonwebtoken::errors::ErrorKind;
@@ -134,7 +150,16 @@ impl JwtKeys {
                     }
                     _ => ApiError::unauthorized("invalid token"),
                 }
-            })
+            })?;
+        if claims.exp.saturating_sub(claims.iat) > self.ttl_secs() {
+            return Err(ApiError::unauthorized(
+                "token lifetime exceeds the server's limit, log in again",
+            ));
+        }
+        if claims.iat > now_secs.saturating_add(IAT_SKEW_SECS) {
+            return Err(ApiError::unauthorized("token issued in the future"));
+        }
+        Ok(claims)
     }
 }
 
@@ -184,7 +209,7 @@ impl FromRequestParts<AppState> for AuthUser {
                 "expected Authorization: Bearer <token>",
             ));
         }
-        let claims = state.jwt.verify(token.trim())?;
+        let claims = state.jwt.verify(token.trim(), crate::now_ms() / 1000)?;
         let id =
             Uuid::parse_str(&claims.sub).map_err(|_| ApiError::unauthorized("invalid token"))?;
         let user = state
@@ -192,6 +217,14 @@ impl FromRequestParts<AppState> for AuthUser {
             .user_by_id(id)
             .await?
             .ok_or_else(|| ApiError::unauthorized("the token's user no longer exists"))?;
+        if user.disabled_at.is_some() {
+            return Err(ApiError::unauthorized("this account is disabled"));
+        }
+        if claims.ver != user.token_version {
+            return Err(ApiError::unauthorized(
+                "session ended (password, role or account changed), log in again",
+            ));
+        }
         Ok(AuthUser {
             id: user.id,
             email: user.email,
@@ -317,6 +350,40 @@ mod tests {
         assert!(
             t.check("1.1.1.1", "c", now + Duration::from_secs(61))
                 .is_ok()
+        );
+    }
+
+    fn signed(keys: &JwtKeys, iat: i64, exp: i64) -> String {
+        let claims = Claims {
+            sub: Uuid::new_v4().to_string(),
+            email: "a@example.com".into(),
+            role: "admin".into(),
+            iat,
+            exp,
+            ver: 0,
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &keys.encoding).unwrap()
+    }
+
+    #[test]
+    fn token_lifetime_is_capped_at_verification() {
+        let keys = JwtKeys::new(&[7u8; 32], Duration::from_secs(86_400));
+        let now = crate::now_ms() / 1000;
+        let user = User::new("a@example.com", String::new(), Role::Admin, 0);
+        let issued = keys.issue(&user, now).unwrap();
+        assert_eq!(keys.verify(&issued, now).unwrap().exp - now, 86_400);
+        // signed by the key, but valid for a year: refused
+        let long = signed(&keys, now, now + 365 * 86_400);
+        let e = keys.verify(&long, now).unwrap_err();
+        assert_eq!(e.status.as_u16(), 401);
+        // issued in the future (beyond the skew): refused
+        let future = signed(&keys, now + 3600, now + 7200);
+        assert!(keys.verify(&future, now).is_err());
+        assert!(keys.verify(&signed(&keys, now + 30, now + 60), now).is_ok());
+        // expired
+        assert!(
+            keys.verify(&signed(&keys, now - 100, now - 10), now)
+                .is_err()
         );
     }
 

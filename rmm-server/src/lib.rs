@@ -324,14 +324,7 @@ async fn ensure_first_admin(
     }
     let now = now_ms();
     let hash = hash_password(password).map_err(ServerError::Config)?;
-    let user = User {
-        id: Uuid::new_v4(),
-        email: email.trim().to_lowercase(),
-        password_hash: hash,
-        role: Role::Admin,
-        created_at: now,
-        updated_at: now,
-    };
+    let user = User::new(email, hash, Role::Admin, now);
     match state.store.create_user(&user).await {
         Ok(()) | Err(StoreError::Conflict(_)) => {}
         Err(e) => return Err(e.into()),

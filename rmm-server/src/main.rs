@@ -215,15 +215,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let state = offline_state(store_config(&store), "http://127.0.0.1".into()).await?;
             let now = rmm_server::now_ms();
-            let user = User {
-                id: uuid::Uuid::new_v4(),
-                email: email.trim().to_lowercase(),
-                password_hash: rmm_server::auth::hash_password(&password)
-                    .map_err(anyhow::Error::msg)?,
-                role,
-                created_at: now,
-                updated_at: now,
-            };
+            let hash = rmm_server::auth::hash_password(&password).map_err(anyhow::Error::msg)?;
+            let user = User::new(&email, hash, role, now);
             state.store.create_user(&user).await?;
             rmm_server::api::audit(
                 &state,

@@ -137,6 +137,40 @@ pub struct User {
     pub created_at: i64,
     /// Last change (unix ms).
     pub updated_at: i64,
+    /// Tokens carry this; any change of the user increments it, which
+    /// ends every session issued before.
+    pub token_version: i64,
+    /// When the user was disabled (unix ms); a disabled user cannot log
+    /// in and their tokens are refused.
+    pub disabled_at: Option<i64>,
+}
+
+impl User {
+    /// A new, enabled user with a fresh id.
+    pub fn new(email: &str, password_hash: String, role: Role, now: i64) -> User {
+        User {
+            id: Uuid::new_v4(),
+            email: email.trim().to_lowercase(),
+            password_hash,
+            role,
+            created_at: now,
+            updated_at: now,
+            token_version: 0,
+            disabled_at: None,
+        }
+    }
+}
+
+/// A change to a user; `None` fields stay as they are. Any change ends the
+/// user's sessions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserChange {
+    /// New role.
+    pub role: Option<Role>,
+    /// New argon2id PHC string.
+    pub password_hash: Option<String>,
+    /// Disable (`true`) or enable (`false`).
+    pub disabled: Option<bool>,
 }
 
 /// An agent row.
@@ -540,14 +574,9 @@ pub trait Store: Send + Sync + 'static {
     fn user_by_id(&self, id: Uuid) -> StoreFuture<'_, Option<User>>;
     /// Every user, by e-mail.
     fn list_users(&self) -> StoreFuture<'_, Vec<User>>;
-    /// Changes a user's role and/or password; false when there is no such user.
-    fn update_user(
-        &self,
-        id: Uuid,
-        role: Option<Role>,
-        password_hash: Option<String>,
-        now: i64,
-    ) -> StoreFuture<'_, bool>;
+    /// Changes a user (role, password, disabled) and ends their sessions;
+    /// false when there is no such user.
+    fn update_user(&self, id: Uuid, change: UserChange, now: i64) -> StoreFuture<'_, bool>;
     /// Deletes a user; false when there is no such user.
     fn delete_user(&self, id: Uuid) -> StoreFuture<'_, bool>;
 

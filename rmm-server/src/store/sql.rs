@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::{
     Agent, AgentHello, AppendOutcome, AuditEntry, CancelOutcome, Command, CommandStatus,
     Enrollment, ExpiredCommand, FinishOutcome, HelloOutcome, InventoryItem, NewAudit, NewCommand,
-    NewEnrollment, PendingCommand, Phase, Role, Store, StoreError, StoreFuture, User,
+    NewEnrollment, PendingCommand, Phase, Role, Store, StoreError, StoreFuture, User, UserChange,
 };
 
 const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
@@ -23,12 +23,17 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
         2,
         include_str!("../../migrations/sqlite/0002_inventory.sql"),
     ),
+    (3, include_str!("../../migrations/sqlite/0003_sessions.sql")),
 ];
 const PG_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
     (
         2,
         include_str!("../../migrations/postgres/0002_inventory.sql"),
+    ),
+    (
+        3,
+        include_str!("../../migrations/postgres/0003_sessions.sql"),
     ),
 ];
 
@@ -58,7 +63,7 @@ macro_rules! command_cols {
 }
 macro_rules! user_cols {
     () => {
-        "id, email, password_hash, role, created_at, updated_at"
+        "id, email, password_hash, role, created_at, updated_at, token_version, disabled_at"
     };
 }
 
@@ -139,6 +144,8 @@ macro_rules! sql_store {
                     role: Role::from_str(&role).map_err(StoreError::Corrupt)?,
                     created_at: r.try_get("created_at")?,
                     updated_at: r.try_get("updated_at")?,
+                    token_version: r.try_get("token_version")?,
+                    disabled_at: r.try_get("disabled_at")?,
                 })
             }
 
@@ -356,19 +363,23 @@ macro_rules! sql_store {
             fn update_user(
                 &self,
                 id: Uuid,
-                role: Option<Role>,
-                password_hash: Option<String>,
+                change: UserChange,
                 now: i64,
             ) -> StoreFuture<'_, bool> {
                 async move {
+                    // Any change ends the user's sessions (token_version).
                     let res = sqlx::query(
                         "UPDATE users SET role = COALESCE($2, role), \
-                         password_hash = COALESCE($3, password_hash), updated_at = $4 WHERE id = $1",
+                         password_hash = COALESCE($3, password_hash), updated_at = $4, \
+                         disabled_at = CASE WHEN $5 IS NULL THEN disabled_at \
+                           WHEN $5 = 1 THEN COALESCE(disabled_at, $4) ELSE NULL END, \
+                         token_version = token_version + 1 WHERE id = $1",
                     )
                     .bind(id.to_string())
-                    .bind(role.map(Role::as_str))
-                    .bind(password_hash)
+                    .bind(change.role.map(Role::as_str))
+                    .bind(change.password_hash)
                     .bind(now)
+                    .bind(change.disabled.map(i64::from))
                     .execute(&self.writer)
                     .await?;
                     Ok(res.rows_affected() == 1)

@@ -1001,3 +1001,145 @@ async fn slow_headers_are_cut_off() {
     // the server still serves
     assert_eq!(srv.call("GET", "/healthz", None, None).await.0, 200);
 }
+
+/// Sessions end when what they were issued for changes: a password change,
+/// a role change, disabling the user. A disabled user cannot log in.
+#[tokio::test]
+async fn sessions_end_on_password_role_and_disable() {
+    let srv = TestServer::start().await;
+    let admin = srv.admin().await;
+    let (status, u) = srv
+        .call(
+            "POST",
+            "/api/users",
+            Some(&admin),
+            Some(json!({"email": "tech@example.com", "password": "password-123", "role": "technician"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{u}");
+    assert_eq!(u["disabled"], false);
+    let path = format!("/api/users/{}", u["id"].as_str().unwrap());
+    let works = |token: String| {
+        let srv = &srv;
+        async move { srv.call("GET", "/api/agents", Some(&token), None).await }
+    };
+    // password change: the old token is refused, a new login works
+    let old = srv.login("tech@example.com", "password-123").await;
+    assert_eq!(works(old.clone()).await.0, 200);
+    let (status, _) = srv
+        .call(
+            "PATCH",
+            &path,
+            Some(&admin),
+            Some(json!({"password": "password-456"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_error(&works(old).await, 401, "unauthorized");
+    let t = srv.login("tech@example.com", "password-456").await;
+    assert_eq!(works(t.clone()).await.0, 200);
+    // role change
+    let (status, _) = srv
+        .call(
+            "PATCH",
+            &path,
+            Some(&admin),
+            Some(json!({"role": "readonly"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let got = works(t).await;
+    assert_error(&got, 401, "unauthorized");
+    assert!(
+        got.1["message"].as_str().unwrap().contains("log in again"),
+        "{}",
+        got.1
+    );
+    // disable: sessions end and login is refused (only after the right password)
+    let t = srv.login("tech@example.com", "password-456").await;
+    let (status, v) = srv
+        .call(
+            "PATCH",
+            &path,
+            Some(&admin),
+            Some(json!({"disabled": true})),
+        )
+        .await;
+    assert_eq!((status, &v["disabled"]), (200, &json!(true)), "{v}");
+    assert_error(&works(t).await, 401, "unauthorized");
+    let login = |pw: &str| {
+        srv.call(
+            "POST",
+            "/api/auth/login",
+            None,
+            Some(json!({"email": "tech@example.com", "password": pw})),
+        )
+    };
+    assert_error(&login("password-456").await, 403, "account_disabled");
+    assert_error(&login("wrong-password").await, 401, "invalid_credentials");
+    // enable again
+    let (status, _) = srv
+        .call(
+            "PATCH",
+            &path,
+            Some(&admin),
+            Some(json!({"disabled": false})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let t = srv.login("tech@example.com", "password-456").await;
+    assert_eq!(works(t).await.0, 200);
+    // an admin cannot disable themself
+    let me = srv
+        .call("GET", "/api/users", Some(&admin), None)
+        .await
+        .1
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["email"] == ADMIN.0)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_error(
+        &srv.call(
+            "PATCH",
+            &format!("/api/users/{me}"),
+            Some(&admin),
+            Some(json!({"disabled": true})),
+        )
+        .await,
+        409,
+        "conflict",
+    );
+}
+
+/// A token the key signed with a lifetime beyond the server's limit is
+/// refused (the key may once have signed such a token, or leak).
+#[tokio::test]
+async fn overlong_tokens_are_refused() {
+    let srv = TestServer::start().await;
+    let admin = srv.admin().await;
+    let user = srv.call("GET", "/api/users", Some(&admin), None).await.1[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let now = chrono::Utc::now().timestamp();
+    let forge = |iat: i64, exp: i64| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &json!({"sub": user, "email": ADMIN.0, "role": "admin", "iat": iat, "exp": exp}),
+            &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+        )
+        .unwrap()
+    };
+    let ok = forge(now, now + 3600);
+    assert_eq!(srv.call("GET", "/api/agents", Some(&ok), None).await.0, 200);
+    let long = forge(now, now + 30 * 86_400);
+    assert_error(
+        &srv.call("GET", "/api/agents", Some(&long), None).await,
+        401,
+        "unauthorized",
+    );
+}

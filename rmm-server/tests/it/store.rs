@@ -9,6 +9,7 @@ use rmm_core::protocol::{
 use rmm_server::store::{
     AgentHello, AppendOutcome, CancelOutcome, CommandStatus, FinishOutcome, HelloOutcome,
     InventoryItem, NewAudit, NewCommand, NewEnrollment, Phase, Role, Store, StoreError, User,
+    UserChange,
 };
 use uuid::Uuid;
 
@@ -64,13 +65,13 @@ conformance!(
 );
 
 fn user(email: &str, role: Role) -> User {
-    User {
-        id: Uuid::new_v4(),
-        email: email.into(),
-        password_hash: "$argon2id$fake".into(),
-        role,
-        created_at: 1,
-        updated_at: 1,
+    User::new(email, "$argon2id$fake".into(), role, 1)
+}
+
+fn role_change(role: Role) -> UserChange {
+    UserChange {
+        role: Some(role),
+        ..UserChange::default()
     }
 }
 
@@ -167,7 +168,7 @@ async fn users(store: Arc<dyn Store>) {
     );
     assert!(
         store
-            .update_user(u.id, Some(Role::Admin), None, 9)
+            .update_user(u.id, role_change(Role::Admin), 9)
             .await
             .unwrap()
     );
@@ -180,9 +181,24 @@ async fn users(store: Arc<dyn Store>) {
         ),
         (Role::Admin, "$argon2id$fake", 9)
     );
+    assert_eq!(changed.token_version, 1, "a change ends the sessions");
+    let disable = |d: bool| UserChange {
+        disabled: Some(d),
+        ..UserChange::default()
+    };
+    assert!(store.update_user(u.id, disable(true), 10).await.unwrap());
+    assert!(store.update_user(u.id, disable(true), 11).await.unwrap());
+    let d = store.user_by_id(u.id).await.unwrap().unwrap();
+    assert_eq!(
+        (d.disabled_at, d.token_version, d.role),
+        (Some(10), 3, Role::Admin)
+    );
+    assert!(store.update_user(u.id, disable(false), 12).await.unwrap());
+    let e = store.user_by_id(u.id).await.unwrap().unwrap();
+    assert_eq!((e.disabled_at, e.token_version), (None, 4));
     assert!(
         !store
-            .update_user(Uuid::new_v4(), Some(Role::Admin), None, 9)
+            .update_user(Uuid::new_v4(), role_change(Role::Admin), 9)
             .await
             .unwrap()
     );
