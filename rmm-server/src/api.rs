@@ -15,13 +15,12 @@
 //! - 409: name or e-mail taken, cancelling a finished command.
 //! - 413: body over the limit. 429: login throttled (`Retry-After`).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Json;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, MatchedPath, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
@@ -37,6 +36,7 @@ use utoipa::{OpenApi, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::{AuthUser, hash_password, random_token, sha256_hex, verify_password};
+use crate::client_addr::ClientIp;
 use crate::enroll;
 use crate::error::{ApiError, ErrorBody};
 use crate::store::{Agent, CancelOutcome, Command, NewAudit, NewCommand, Role, User, UserChange};
@@ -457,10 +457,6 @@ pub struct UserUpdate {
 
 // ---------------------------------------------------------------- helpers
 
-fn client_ip(addr: &SocketAddr) -> String {
-    addr.ip().to_string()
-}
-
 /// Appends an audit record; a failure is logged, never returned.
 pub async fn audit(
     state: &AppState,
@@ -488,7 +484,7 @@ fn valid_email(email: &str) -> bool {
         && email
             .split_once('@')
             .is_some_and(|(l, d)| !l.is_empty() && !d.is_empty())
-        && !email.chars().any(char::is_whitespace)
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 fn check_password(pw: &str) -> Result<(), ApiError> {
@@ -533,10 +529,10 @@ async fn verify_blocking(state: &AppState, pw: String, hash: String) -> Result<b
               (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn login(
     State(state): State<AppState>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    client: ClientIp,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
-    let ip = client_ip(&addr);
+    let ip = client.to_string();
     let email = req.email.trim().to_lowercase();
     if email.len() > 254 || req.password.len() > 1024 {
         return Err(ApiError::unprocessable(
@@ -544,16 +540,16 @@ pub async fn login(
             "email or password too long",
         ));
     }
-    if let Err(retry) = state.throttle.check(&ip, &email, Instant::now()) {
-        audit(
-            &state,
-            &email,
-            "login.throttled",
-            None,
-            Some(ip),
-            serde_json::json!({}),
-        )
-        .await;
+    if email.chars().any(char::is_control) {
+        return Err(ApiError::unprocessable(
+            "invalid_credentials_format",
+            "the email contains control characters",
+        ));
+    }
+    let now = Instant::now();
+    if let Err(retry) = state.throttle.check(&ip, &email, now) {
+        // aggregated: one row per client and minute (crate::audit)
+        state.audit_gate.throttled(&ip, &email, now_ms());
         return Err(ApiError::rate_limited(retry));
     }
     let user = state.store.user_by_email(&email).await?;
@@ -567,6 +563,7 @@ pub async fn login(
     };
     match (ok, user) {
         (true, Some(u)) if u.disabled_at.is_some() => {
+            state.throttle.success(&ip, &email);
             audit(
                 &state,
                 &email,
@@ -583,7 +580,7 @@ pub async fn login(
             ))
         }
         (true, Some(u)) => {
-            state.throttle.success(&email);
+            state.throttle.success(&ip, &email);
             audit(
                 &state,
                 &email,
@@ -596,17 +593,25 @@ pub async fn login(
             let token = state.jwt.issue(&u, now_ms() / 1000)?;
             Ok(Json(TokenResponse { token }))
         }
-        _ => {
-            state.throttle.failure(&ip, &email, Instant::now());
-            audit(
-                &state,
-                &email,
-                "login.failure",
-                None,
-                Some(ip),
-                serde_json::json!({}),
-            )
-            .await;
+        (_, user) => {
+            state.throttle.failure(&ip, &email, now);
+            // An unauthenticated write: within the gate's budget, and the
+            // typed e-mail only clipped (it names no account).
+            if state.audit_gate.admit("login.failure", now_ms()) {
+                let (actor, target, detail) = match &user {
+                    Some(u) => (
+                        u.email.clone(),
+                        Some(u.id.to_string()),
+                        serde_json::json!({}),
+                    ),
+                    None => (
+                        "unknown-account".to_owned(),
+                        None,
+                        serde_json::json!({"email": crate::audit::clip_untrusted(&email)}),
+                    ),
+                };
+                audit(&state, &actor, "login.failure", target, Some(ip), detail).await;
+            }
             Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "invalid_credentials",
@@ -746,7 +751,7 @@ pub async fn get_agent(
     responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn delete_agent(
     State(state): State<AppState>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    client: ClientIp,
     user: AuthUser,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<StatusCode, ApiError> {
@@ -761,7 +766,7 @@ pub async fn delete_agent(
         &user.email,
         "agent.delete",
         Some(id.to_string()),
-        Some(client_ip(&addr)),
+        Some(client.to_string()),
         serde_json::json!({}),
     )
     .await;
@@ -776,7 +781,7 @@ pub async fn delete_agent(
               (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn submit_command(
     State(state): State<AppState>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    client: ClientIp,
     user: AuthUser,
     ApiPath(agent_id): ApiPath<Uuid>,
     ApiJson(req): ApiJson<CommandRequest>,
@@ -817,7 +822,7 @@ pub async fn submit_command(
         &user.email,
         "command.submit",
         Some(cmd.id.to_string()),
-        Some(client_ip(&addr)),
+        Some(client.to_string()),
         serde_json::json!({
             "agent_id": agent_id.to_string(),
             "command_type": cmd.command_type.as_str(),
@@ -855,7 +860,7 @@ pub async fn get_command(
     responses((status = 202, body = CommandView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn cancel_command(
     State(state): State<AppState>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    client: ClientIp,
     user: AuthUser,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<(StatusCode, Json<CommandView>), ApiError> {
@@ -889,7 +894,7 @@ pub async fn cancel_command(
         &user.email,
         "command.cancel",
         Some(id.to_string()),
-        Some(client_ip(&addr)),
+        Some(client.to_string()),
         serde_json::json!({"agent_id": cmd.agent_id.to_string(), "was_queued": outcome == CancelOutcome::CancelledQueued}),
     )
     .await;
@@ -998,7 +1003,7 @@ pub async fn list_users(
     responses((status = 201, body = UserView), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create_user(
     State(state): State<AppState>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    client: ClientIp,
     user: AuthUser,
     ApiJson(req): ApiJson<UserCreate>,
 ) -> Result<(StatusCode, Json<UserView>), ApiError> {
@@ -1020,7 +1025,7 @@ pub async fn create_user(
         &user.email,
         "user.create",
         Some(new.id.to_string()),
-        Some(client_ip(&addr)),
+        Some(client.to_string()),
         serde_json::json!({"email": new.email, "role": new.role.as_str()}),
     )
     .await;
@@ -1035,7 +1040,7 @@ pub async fn create_user(
               (status = 422, body = ErrorBody)))]
 pub async fn update_user(
     State(state): State<AppState>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    client: ClientIp,
     user: AuthUser,
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(req): ApiJson<UserUpdate>,
@@ -1071,7 +1076,7 @@ pub async fn update_user(
         &user.email,
         "user.update",
         Some(id.to_string()),
-        Some(client_ip(&addr)),
+        Some(client.to_string()),
         serde_json::json!({
             "role": req.role.map(Role::as_str),
             "password_changed": changed_password,
@@ -1094,7 +1099,7 @@ pub async fn update_user(
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn delete_user(
     State(state): State<AppState>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    client: ClientIp,
     user: AuthUser,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<StatusCode, ApiError> {
@@ -1110,7 +1115,7 @@ pub async fn delete_user(
         &user.email,
         "user.delete",
         Some(id.to_string()),
-        Some(client_ip(&addr)),
+        Some(client.to_string()),
         serde_json::json!({}),
     )
     .await;
@@ -1157,7 +1162,7 @@ pub async fn list_audit(
               (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create_enrollment(
     State(state): State<AppState>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    client: ClientIp,
     user: AuthUser,
     ApiJson(req): ApiJson<EnrollRequest>,
 ) -> Result<(StatusCode, Json<EnrollResponse>), ApiError> {
@@ -1168,7 +1173,7 @@ pub async fn create_enrollment(
         req.server_url.as_deref(),
         req.channel.unwrap_or_default(),
         &user.email,
-        Some(client_ip(&addr)),
+        Some(client.to_string()),
     )
     .await?;
     Ok((StatusCode::CREATED, Json(bundle)))
@@ -1181,7 +1186,7 @@ pub async fn create_enrollment(
     responses((status = 200, description = "bootstrap script or payload"), (status = 404, body = ErrorBody)))]
 pub async fn enrollment_file(
     State(state): State<AppState>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    client: ClientIp,
     ApiPath(file): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let gone = || ApiError::not_found("unknown, expired or already used enrollment token");
@@ -1222,7 +1227,7 @@ pub async fn enrollment_file(
             .into_response());
     }
     let secret = random_token(32);
-    let ip = client_ip(&addr);
+    let ip = client.to_string();
     let e = state
         .store
         .redeem_enrollment(&hash, now, &ip, &sha256_hex(&secret))
@@ -1263,7 +1268,7 @@ pub async fn enrollment_file(
     responses((status = 101, description = "switching protocols"), (status = 401, body = ErrorBody)))]
 pub async fn agent_ws(
     State(state): State<AppState>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    client: ClientIp,
     headers: HeaderMap,
     ws: Result<
         axum::extract::ws::WebSocketUpgrade,
@@ -1305,7 +1310,7 @@ pub async fn agent_ws(
         .max_write_buffer_size(state.config.body_limit.max(frame) * 2 + 1024 * 1024)
         .max_message_size(frame)
         .max_frame_size(frame)
-        .on_upgrade(move |socket| hub.run_connection(id, addr, socket)))
+        .on_upgrade(move |socket| hub.run_connection(id, client.0, socket)))
 }
 
 /// A release as `GET /api/v1/downloads` lists it.

@@ -233,92 +233,230 @@ impl FromRequestParts<AppState> for AuthUser {
     }
 }
 
+/// The limits of the [`LoginThrottle`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThrottlePolicy {
+    /// Failures of one (account, client) pair that cost nothing.
+    pub pair_free_failures: u32,
+    /// The delay after the first failure beyond the free ones; it doubles
+    /// with every further failure of the pair.
+    pub pair_base_delay: Duration,
+    /// The longest delay of a pair.
+    pub pair_max_delay: Duration,
+    /// A pair's failures are forgotten after this much quiet.
+    pub pair_forget_after: Duration,
+    /// Failures of one account, from all clients, within
+    /// `account_window`, after which clients that have been failing on
+    /// that account are refused until the window ends. Clients that have
+    /// not been failing are never refused by this limit.
+    pub account_max_failures: u32,
+    /// The account-wide window (short).
+    pub account_window: Duration,
+    /// Failures of one client, over all accounts, within `client_window`
+    /// (credential stuffing from one address).
+    pub client_max_failures: u32,
+    /// The per-client window.
+    pub client_window: Duration,
+}
+
+impl Default for ThrottlePolicy {
+    fn default() -> Self {
+        ThrottlePolicy {
+            pair_free_failures: 3,
+            pair_base_delay: Duration::from_secs(1),
+            pair_max_delay: Duration::from_secs(15 * 60),
+            pair_forget_after: Duration::from_secs(60 * 60),
+            account_max_failures: 100,
+            account_window: Duration::from_secs(5 * 60),
+            client_max_failures: 100,
+            client_window: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Pair {
+    failures: u32,
+    last_failure: Instant,
+    blocked_until: Instant,
+}
+
+#[derive(Debug, Clone, Copy)]
 struct Window {
     failures: u32,
     started: Instant,
 }
 
-/// Failed-login throttle per client IP and per account: after `max`
-/// failures inside the window, attempts are refused (429) until the window
-/// that began with the first failure ends. A success clears the account.
+impl Window {
+    /// Failures inside the window that is current at `now`.
+    fn current(&self, now: Instant, len: Duration) -> u32 {
+        if now.saturating_duration_since(self.started) < len {
+            self.failures
+        } else {
+            0
+        }
+    }
+
+    fn remaining(&self, now: Instant, len: Duration) -> Duration {
+        len.saturating_sub(now.saturating_duration_since(self.started))
+    }
+
+    fn count(w: &mut Window, now: Instant, len: Duration) {
+        if now.saturating_duration_since(w.started) >= len {
+            *w = Window {
+                failures: 0,
+                started: now,
+            };
+        }
+        w.failures = w.failures.saturating_add(1);
+    }
+}
+
+#[derive(Debug, Default)]
+struct ThrottleState {
+    pairs: HashMap<(String, String), Pair>,
+    accounts: HashMap<String, Window>,
+    clients: HashMap<String, Window>,
+}
+
+/// Failed-login throttle.
 ///
-/// The counters live in this process (a replica-local defence); the audit
-/// log keeps every attempt.
+/// It is keyed by the (account, client) pair, so an attacker cannot lock
+/// anybody else out: a pair's first failures are free, then each further
+/// failure doubles the pair's wait (1 s, 2 s, 4 s ... up to 15 min). Two
+/// wider limits back it up, and both refuse only clients that have been
+/// failing: an account-wide limit (many failures on one account from
+/// anywhere, a short window) and a per-client limit across accounts
+/// (credential stuffing). A client that has not been failing always gets
+/// to try the right password.
+///
+/// The counters live in this process (a replica-local defence); time is
+/// passed in.
 pub struct LoginThrottle {
-    per_account: u32,
-    per_ip: u32,
-    window: Duration,
-    entries: Mutex<HashMap<String, Window>>,
+    policy: ThrottlePolicy,
+    state: Mutex<ThrottleState>,
 }
 
 impl std::fmt::Debug for LoginThrottle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoginThrottle").finish_non_exhaustive()
+        f.debug_struct("LoginThrottle")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
     }
 }
 
-/// Keeps the throttle's memory bounded.
+/// Keeps each of the throttle's maps bounded.
 const MAX_THROTTLE_ENTRIES: usize = 100_000;
 
+fn secs_ceil(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
 impl LoginThrottle {
-    /// A throttle with these limits.
-    pub fn new(per_account: u32, per_ip: u32, window: Duration) -> Self {
+    /// A throttle with this policy.
+    pub fn new(policy: ThrottlePolicy) -> Self {
         LoginThrottle {
-            per_account: per_account.max(1),
-            per_ip: per_ip.max(1),
-            window,
-            entries: Mutex::new(HashMap::new()),
+            policy,
+            state: Mutex::new(ThrottleState::default()),
         }
     }
 
-    fn keys(ip: &str, account: &str) -> [(String, bool); 2] {
-        [
-            (format!("ip:{ip}"), true),
-            (format!("acct:{account}"), false),
-        ]
+    fn lock(&self) -> std::sync::MutexGuard<'_, ThrottleState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// `Err(retry_after_secs)` when either key is over its limit.
-    pub fn check(&self, ip: &str, account: &str, now: Instant) -> Result<(), u64> {
-        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        for (key, is_ip) in Self::keys(ip, account) {
-            let max = if is_ip { self.per_ip } else { self.per_account };
-            if let Some(w) = entries.get(&key) {
-                let elapsed = now.saturating_duration_since(w.started);
-                if elapsed < self.window && w.failures >= max {
-                    return Err((self.window - elapsed).as_secs().max(1));
-                }
-            }
+    /// `Err(retry_after_secs)` when `client` may not try `account` now.
+    pub fn check(&self, client: &str, account: &str, now: Instant) -> Result<(), u64> {
+        let p = &self.policy;
+        let st = self.lock();
+        let pair = st
+            .pairs
+            .get(&(account.to_owned(), client.to_owned()))
+            .filter(|e| now.saturating_duration_since(e.last_failure) < p.pair_forget_after);
+        if let Some(e) = pair
+            && now < e.blocked_until
+        {
+            return Err(secs_ceil(e.blocked_until - now).max(1));
+        }
+        let client_w = st.clients.get(client).copied();
+        let client_failures = client_w.map_or(0, |w| w.current(now, p.client_window));
+        if client_failures == 0 && pair.is_none() {
+            // not failing: never refused
+            return Ok(());
+        }
+        if let Some(w) = client_w
+            && client_failures >= p.client_max_failures
+        {
+            return Err(secs_ceil(w.remaining(now, p.client_window)).max(1));
+        }
+        if let Some(w) = st.accounts.get(account)
+            && w.current(now, p.account_window) >= p.account_max_failures
+        {
+            return Err(secs_ceil(w.remaining(now, p.account_window)).max(1));
         }
         Ok(())
     }
 
-    /// Counts a failed attempt.
-    pub fn failure(&self, ip: &str, account: &str, now: Instant) {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if entries.len() >= MAX_THROTTLE_ENTRIES {
-            let window = self.window;
-            entries.retain(|_, w| now.saturating_duration_since(w.started) < window);
+    /// Counts a failed attempt of `client` on `account`.
+    pub fn failure(&self, client: &str, account: &str, now: Instant) {
+        let p = &self.policy;
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        if st.pairs.len() >= MAX_THROTTLE_ENTRIES {
+            let keep = p.pair_forget_after;
+            st.pairs
+                .retain(|_, e| now.saturating_duration_since(e.last_failure) < keep);
         }
-        for (key, _) in Self::keys(ip, account) {
-            let w = entries.entry(key).or_insert(Window {
-                failures: 0,
-                started: now,
-            });
-            if now.saturating_duration_since(w.started) >= self.window {
-                *w = Window {
-                    failures: 0,
-                    started: now,
-                };
+        for (map, len) in [
+            (&mut st.accounts, p.account_window),
+            (&mut st.clients, p.client_window),
+        ] {
+            if map.len() >= MAX_THROTTLE_ENTRIES {
+                map.retain(|_, w| now.saturating_duration_since(w.started) < len);
             }
-            w.failures += 1;
         }
+        let e = st
+            .pairs
+            .entry((account.to_owned(), client.to_owned()))
+            .or_insert(Pair {
+                failures: 0,
+                last_failure: now,
+                blocked_until: now,
+            });
+        if now.saturating_duration_since(e.last_failure) >= p.pair_forget_after {
+            e.failures = 0;
+        }
+        e.failures = e.failures.saturating_add(1);
+        e.last_failure = now;
+        if let Some(over) = e.failures.checked_sub(p.pair_free_failures + 1) {
+            let factor = 1u32.checked_shl(over.min(31)).unwrap_or(u32::MAX);
+            let delay = p
+                .pair_base_delay
+                .saturating_mul(factor)
+                .min(p.pair_max_delay);
+            e.blocked_until = now + delay;
+        }
+        let new = Window {
+            failures: 0,
+            started: now,
+        };
+        Window::count(
+            st.accounts.entry(account.to_owned()).or_insert(new),
+            now,
+            p.account_window,
+        );
+        Window::count(
+            st.clients.entry(client.to_owned()).or_insert(new),
+            now,
+            p.client_window,
+        );
     }
 
-    /// Clears the account's counter after a successful login.
-    pub fn success(&self, account: &str) {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries.remove(&format!("acct:{account}"));
+    /// Clears the pair after a successful login.
+    pub fn success(&self, client: &str, account: &str) {
+        self.lock()
+            .pairs
+            .remove(&(account.to_owned(), client.to_owned()));
     }
 }
 
@@ -335,21 +473,82 @@ mod tests {
         assert!(!verify_password("x", "not a hash"));
     }
 
+    fn policy() -> ThrottlePolicy {
+        ThrottlePolicy {
+            pair_free_failures: 2,
+            pair_base_delay: Duration::from_secs(1),
+            pair_max_delay: Duration::from_secs(8),
+            pair_forget_after: Duration::from_secs(3600),
+            account_max_failures: 10,
+            account_window: Duration::from_secs(60),
+            client_max_failures: 6,
+            client_window: Duration::from_secs(600),
+        }
+    }
+
     #[test]
-    fn throttle_blocks_after_limit_and_recovers() {
-        let t = LoginThrottle::new(2, 3, Duration::from_secs(60));
+    fn a_pair_waits_longer_with_every_failure() {
+        let t = LoginThrottle::new(ThrottlePolicy {
+            client_max_failures: 100,
+            ..policy()
+        });
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        // two free failures, then 1 s, 2 s, 4 s, 8 s, 8 s
+        t.failure("c", "a", at(0));
+        t.failure("c", "a", at(0));
+        assert_eq!(t.check("c", "a", at(0)), Ok(()));
+        let mut now = 0;
+        for want in [1, 2, 4, 8, 8] {
+            t.failure("c", "a", at(now));
+            assert_eq!(
+                t.check("c", "a", at(now)),
+                Err(want),
+                "after a failure at {now}"
+            );
+            assert_eq!(t.check("c", "a", at(now + want)), Ok(()));
+            now += want;
+        }
+        // another client and another account of the same client are free
+        assert_eq!(t.check("d", "a", at(now)), Ok(()));
+        // a success clears the pair
+        t.success("c", "a");
+        t.failure("c", "a", at(now));
+        assert_eq!(t.check("c", "a", at(now)), Ok(()));
+    }
+
+    #[test]
+    fn nobody_can_lock_out_a_client_that_is_not_failing() {
+        let t = LoginThrottle::new(policy());
         let now = Instant::now();
-        assert!(t.check("1.1.1.1", "a", now).is_ok());
-        t.failure("1.1.1.1", "a", now);
-        t.failure("1.1.1.1", "a", now);
-        assert!(t.check("1.1.1.1", "a", now).is_err());
-        assert!(t.check("2.2.2.2", "b", now).is_ok());
-        t.failure("1.1.1.1", "b", now);
-        // the IP is now at 3 failures: any account from it is refused
-        assert!(t.check("1.1.1.1", "c", now).is_err());
-        assert!(
-            t.check("1.1.1.1", "c", now + Duration::from_secs(61))
-                .is_ok()
+        // many attackers exhaust the account-wide limit
+        for i in 0..20 {
+            t.failure(&format!("attacker-{i}"), "admin", now);
+        }
+        assert!(t.check("attacker-0", "admin", now).is_err());
+        assert!(t.check("attacker-19", "admin", now).is_err());
+        // the admin's own client has not been failing: it may try
+        assert_eq!(t.check("admin-laptop", "admin", now), Ok(()));
+        // the account-wide limit is short
+        assert_eq!(
+            t.check("attacker-0", "admin", now + Duration::from_secs(61)),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn one_client_cannot_stuff_credentials_across_accounts() {
+        let t = LoginThrottle::new(policy());
+        let now = Instant::now();
+        for i in 0..6 {
+            assert_eq!(t.check("c", &format!("user{i}"), now), Ok(()));
+            t.failure("c", &format!("user{i}"), now);
+        }
+        assert_eq!(t.check("c", "fresh", now), Err(600));
+        assert_eq!(t.check("other", "fresh", now), Ok(()));
+        assert_eq!(
+            t.check("c", "fresh", now + Duration::from_secs(600)),
+            Ok(())
         );
     }
 

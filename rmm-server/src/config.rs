@@ -48,12 +48,24 @@ pub struct Config {
     pub enroll_ttl: Duration,
     /// JWT lifetime (default 24 h).
     pub token_ttl: Duration,
-    /// Failed logins per account before throttling (default 5 per window).
-    pub login_max_failures_per_account: u32,
-    /// Failed logins per client IP before throttling (default 20 per window).
-    pub login_max_failures_per_ip: u32,
-    /// The throttle window (default 15 min).
-    pub login_window: Duration,
+    /// The failed-login throttle's limits.
+    pub login_throttle: crate::auth::ThrottlePolicy,
+    /// Reverse proxies whose client-address header is believed (addresses
+    /// or CIDR networks); empty: the TCP peer is the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Unauthenticated audit rows (failed logins) written per window at
+    /// most; the rest are counted into one `audit.suppressed` row.
+    pub unauth_audit_per_window: u32,
+    /// The window of that budget and of the aggregated
+    /// `login.throttled` rows (default 1 min).
+    pub unauth_audit_window: Duration,
+    /// Audit rows older than this are deleted by the sweeper (the only
+    /// path allowed to delete them); `None` keeps them forever.
+    pub audit_retention: Option<Duration>,
+    /// The header a trusted proxy puts the client address in (default
+    /// `x-forwarded-for`; the right-most address not itself a trusted
+    /// proxy is the client).
+    pub client_ip_header: String,
     /// Most commands an agent runs at once (sent in `welcome`).
     pub max_concurrent_commands: u32,
     /// Per-connection outbound queue, in messages.
@@ -86,9 +98,12 @@ impl Default for Config {
             sweep_interval: Duration::from_secs(1),
             enroll_ttl: Duration::from_secs(300),
             token_ttl: Duration::from_secs(86_400),
-            login_max_failures_per_account: 5,
-            login_max_failures_per_ip: 20,
-            login_window: Duration::from_secs(900),
+            login_throttle: crate::auth::ThrottlePolicy::default(),
+            trusted_proxies: Vec::new(),
+            client_ip_header: "x-forwarded-for".into(),
+            unauth_audit_per_window: 120,
+            unauth_audit_window: Duration::from_secs(60),
+            audit_retention: Some(Duration::from_secs(365 * 86_400)),
             max_concurrent_commands: 4,
             outbound_queue: 64,
             send_timeout: Duration::from_secs(30),

@@ -19,7 +19,6 @@
 //! lost, because nothing is acknowledged before it is durable).
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,6 +31,7 @@ use rmm_core::protocol::{
 use tokio::sync::{Notify, mpsc, watch};
 use uuid::Uuid;
 
+use crate::audit::AuditGate;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::now_ms;
@@ -80,6 +80,10 @@ pub struct Hub {
     agents_generation: AtomicU64,
     public_url: String,
     releases: Mutex<Option<(Instant, Arc<rmm_core::channel::ReleaseIndex>)>>,
+    /// Aggregated unauthenticated audit rows, written by the sweeper.
+    audit_gate: Arc<AuditGate>,
+    /// When the audit retention last ran (unix ms).
+    last_prune_ms: AtomicI64,
 }
 
 /// How long a scan of the downloads directory is reused.
@@ -133,6 +137,7 @@ impl Hub {
         metrics: Arc<Metrics>,
         shutdown: watch::Receiver<bool>,
         public_url: String,
+        audit_gate: Arc<AuditGate>,
     ) -> Arc<Hub> {
         Arc::new(Hub {
             store,
@@ -146,6 +151,8 @@ impl Hub {
             agents_generation: AtomicU64::new(0),
             public_url: public_url.trim_end_matches('/').to_owned(),
             releases: Mutex::new(None),
+            audit_gate,
+            last_prune_ms: AtomicI64::new(i64::MIN),
         })
     }
 
@@ -293,6 +300,34 @@ impl Hub {
             }
         }
         self.flush_last_seen().await;
+        self.write_audit_rows(self.audit_gate.drain(i64::MAX)).await;
+    }
+
+    async fn write_audit_rows(&self, rows: Vec<NewAudit>) {
+        for row in rows {
+            if let Err(e) = self.store.append_audit(&row).await {
+                tracing::warn!(error = %e, action = %row.action, "cannot write audit record");
+            }
+        }
+    }
+
+    /// Deletes audit rows older than the retention, at most once an hour.
+    async fn prune_audit(&self, now: i64) {
+        const EVERY_MS: i64 = 3_600_000;
+        let Some(keep) = self.config.audit_retention else {
+            return;
+        };
+        let last = self.last_prune_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < EVERY_MS {
+            return;
+        }
+        self.last_prune_ms.store(now, Ordering::Relaxed);
+        let before = now.saturating_sub(ms(keep));
+        match self.store.prune_audit(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, before, "audit retention"),
+            Err(e) => tracing::warn!(error = %e, "audit retention failed"),
+        }
     }
 
     async fn sweep(&self, enrollments: bool) {
@@ -314,6 +349,8 @@ impl Hub {
             }
             Err(e) => tracing::warn!(error = %e, "command sweep failed"),
         }
+        self.write_audit_rows(self.audit_gate.drain(now)).await;
+        self.prune_audit(now).await;
         if enrollments {
             match self.store.sweep_enrollments(now).await {
                 Ok(0) => {}
@@ -330,7 +367,7 @@ impl Hub {
     pub async fn run_connection(
         self: Arc<Self>,
         agent_id: Uuid,
-        addr: SocketAddr,
+        addr: std::net::IpAddr,
         mut ws: WebSocket,
     ) {
         self.live_tasks.fetch_add(1, Ordering::AcqRel);
@@ -426,7 +463,7 @@ impl Hub {
             }
             .to_owned(),
             machine_uid: clip(&hello.machine_uid, 255),
-            address: addr.ip().to_string(),
+            address: addr.to_string(),
             now: now_ms(),
             live_after: now_ms() - self.config.online_window_ms(),
         };

@@ -23,7 +23,9 @@
 //! so several replicas can share one PostgreSQL database.
 
 pub mod api;
+pub mod audit;
 pub mod auth;
+pub mod client_addr;
 pub mod config;
 pub mod datadir;
 pub mod enroll;
@@ -71,6 +73,8 @@ pub struct App {
     pub jwt: JwtKeys,
     /// Login throttle.
     pub throttle: LoginThrottle,
+    /// Bounds unauthenticated audit rows (shared with the hub's sweeper).
+    pub audit_gate: Arc<audit::AuditGate>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// The agent hub.
@@ -281,20 +285,22 @@ pub async fn open_state(
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::default());
     let public_url = public_url.trim_end_matches('/').to_owned();
+    let audit_gate = Arc::new(audit::AuditGate::new(
+        config.unauth_audit_per_window,
+        i64::try_from(config.unauth_audit_window.as_millis()).unwrap_or(audit::WINDOW_MS),
+    ));
     let hub = Hub::new(
         store.clone(),
         config.clone(),
         metrics.clone(),
         shutdown,
         public_url.clone(),
+        audit_gate.clone(),
     );
     let state = AppState(Arc::new(App {
         jwt: JwtKeys::new(&secret, config.token_ttl),
-        throttle: LoginThrottle::new(
-            config.login_max_failures_per_account,
-            config.login_max_failures_per_ip,
-            config.login_window,
-        ),
+        throttle: LoginThrottle::new(config.login_throttle.clone()),
+        audit_gate,
         store,
         metrics,
         hub,

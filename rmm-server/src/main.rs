@@ -28,6 +28,8 @@ struct StoreArgs {
     database_url: Option<String>,
 }
 
+// Parsed once at start; the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the server.
@@ -81,6 +83,17 @@ enum Cmd {
         /// Enrollment token lifetime in seconds.
         #[arg(long, env = "RMM_ENROLL_TTL_SECS", default_value_t = 300)]
         enroll_ttl_secs: u64,
+        /// A reverse proxy (address or CIDR) whose client-address header is
+        /// believed; repeat or comma-separate. Without one, the TCP peer
+        /// is the client.
+        #[arg(long = "trusted-proxy", env = "RMM_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]
+        trusted_proxies: Vec<ipnet::IpNet>,
+        /// The header trusted proxies put the client address in.
+        #[arg(long, env = "RMM_CLIENT_IP_HEADER", default_value = "x-forwarded-for")]
+        client_ip_header: String,
+        /// Days audit records are kept (0: forever).
+        #[arg(long, env = "RMM_AUDIT_RETENTION_DAYS", default_value_t = 365)]
+        audit_retention_days: u64,
     },
     /// Manage users.
     User {
@@ -120,6 +133,14 @@ enum UserCmd {
         #[command(flatten)]
         store: StoreArgs,
     },
+}
+
+/// An address (a /32 or /128) or a CIDR network.
+fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{s:?} is not an IP address or CIDR network"))
 }
 
 fn store_config(store: &StoreArgs) -> Config {
@@ -168,6 +189,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cancel_grace_secs,
             last_seen_flush_secs,
             enroll_ttl_secs,
+            trusted_proxies,
+            client_ip_header,
+            audit_retention_days,
         } => {
             let admin = match (admin_email, admin_password) {
                 (Some(e), Some(p)) => Some((e, p)),
@@ -191,6 +215,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 cancel_grace: Duration::from_secs(cancel_grace_secs),
                 last_seen_flush: Duration::from_secs_f64(last_seen_flush_secs),
                 enroll_ttl: Duration::from_secs(enroll_ttl_secs.max(1)),
+                trusted_proxies,
+                client_ip_header: client_ip_header.to_ascii_lowercase(),
+                audit_retention: (audit_retention_days > 0)
+                    .then(|| Duration::from_secs(audit_retention_days.saturating_mul(86_400))),
                 ..store_config(&store)
             };
             let server = Server::bind(config).await?;

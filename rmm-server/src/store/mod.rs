@@ -698,6 +698,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Appends an audit record.
     fn append_audit<'a>(&'a self, entry: &'a NewAudit) -> StoreFuture<'a, ()>;
+    /// Deletes audit rows older than `before` (unix ms) — the audit
+    /// retention, the only path the database lets delete audit rows.
+    /// Returns how many were deleted.
+    fn prune_audit(&self, before: i64) -> StoreFuture<'_, u64>;
     /// Audit records, newest first, with ids below `before`.
     fn list_audit(&self, before: Option<i64>, limit: u32) -> StoreFuture<'_, Vec<AuditEntry>>;
 }

@@ -24,6 +24,10 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../../migrations/sqlite/0002_inventory.sql"),
     ),
     (3, include_str!("../../migrations/sqlite/0003_sessions.sql")),
+    (
+        4,
+        include_str!("../../migrations/sqlite/0004_audit_retention.sql"),
+    ),
 ];
 const PG_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
@@ -1234,6 +1238,25 @@ macro_rules! sql_store {
                     .execute(&self.writer)
                     .await?;
                     Ok(())
+                }
+                .boxed()
+            }
+
+            fn prune_audit(&self, before: i64) -> StoreFuture<'_, u64> {
+                async move {
+                    let mut tx = self.writer.begin().await?;
+                    sqlx::query("INSERT INTO audit_prune (cutoff) VALUES ($1)")
+                        .bind(before)
+                        .execute(&mut *tx)
+                        .await?;
+                    let n = sqlx::query("DELETE FROM audit_log WHERE at < $1")
+                        .bind(before)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    sqlx::query("DELETE FROM audit_prune").execute(&mut *tx).await?;
+                    tx.commit().await?;
+                    Ok(n)
                 }
                 .boxed()
             }

@@ -101,75 +101,211 @@ async fn login_and_generic_errors() {
     assert_eq!(claims["role"], "admin");
 }
 
+/// An HTTP client whose connections come from `ip` (a loopback address).
+fn client_from(ip: &str) -> reqwest::Client {
+    let _ = crate::common::http_client();
+    reqwest::Client::builder()
+        .local_address(ip.parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap()
+}
+
+async fn login_from(
+    srv: &TestServer,
+    client: &reqwest::Client,
+    email: &str,
+    password: &str,
+    headers: &[(&str, &str)],
+) -> (u16, Value, Option<u64>) {
+    let mut req = client
+        .post(srv.url("/api/auth/login"))
+        .json(&json!({"email": email, "password": password}));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.unwrap();
+    let retry = resp
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().parse().unwrap());
+    let (status, body) = crate::common::decode(resp).await;
+    (status, body, retry)
+}
+
+/// The throttle keys on (account, client): an attacker cannot lock anybody
+/// out, and a client that has not been failing always gets to try.
 #[tokio::test]
-async fn login_is_throttled_per_account_and_ip() {
+async fn login_throttle_cannot_lock_out_others() {
     let srv = TestServer::start_with(|c| {
-        c.login_max_failures_per_account = 3;
-        c.login_max_failures_per_ip = 5;
+        c.login_throttle = rmm_server::auth::ThrottlePolicy {
+            pair_free_failures: 2,
+            pair_base_delay: Duration::from_secs(60),
+            pair_max_delay: Duration::from_secs(600),
+            pair_forget_after: Duration::from_secs(3600),
+            account_max_failures: 5,
+            account_window: Duration::from_secs(300),
+            client_max_failures: 6,
+            client_window: Duration::from_secs(900),
+        };
+        c.unauth_audit_window = Duration::from_millis(500);
     })
     .await;
+    let attacker = client_from("127.0.0.2");
+    let admin_laptop = client_from("127.0.0.1");
+    // two free failures, then the pair waits (60 s, growing)
     for _ in 0..3 {
-        let r = srv
-            .call(
-                "POST",
-                "/api/auth/login",
-                None,
-                Some(json!({"email": ADMIN.0, "password": "bad"})),
-            )
-            .await;
-        assert_error(&r, 401, "invalid_credentials");
+        let r = login_from(&srv, &attacker, ADMIN.0, "bad", &[]).await;
+        assert_eq!(
+            (r.0, r.1["error"].as_str()),
+            (401, Some("invalid_credentials"))
+        );
     }
-    // even the right password is refused now, with Retry-After
-    let resp = srv
-        .http
-        .post(srv.url("/api/auth/login"))
-        .json(&json!({"email": ADMIN.0, "password": ADMIN.1}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 429);
-    let retry: u64 = resp.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!((1..=900).contains(&retry), "{retry}");
-    let body = crate::common::decode(resp).await;
-    assert_error(&body, 429, "rate_limited");
-    // per IP: two more failures on other accounts exhaust the IP budget
-    for i in 0..2 {
-        let r = srv
-            .call(
-                "POST",
-                "/api/auth/login",
-                None,
-                Some(json!({"email": format!("x{i}@e.com"), "password": "bad"})),
-            )
-            .await;
-        assert_error(&r, 401, "invalid_credentials");
+    let r = login_from(&srv, &attacker, ADMIN.0, ADMIN.1, &[]).await;
+    assert_eq!(
+        (r.0, r.1["error"].as_str()),
+        (429, Some("rate_limited")),
+        "{}",
+        r.1
+    );
+    assert!(matches!(r.2, Some(50..=60)), "{:?}", r.2);
+    // the admin, from a client that has not been failing, logs in
+    let r = login_from(&srv, &admin_laptop, ADMIN.0, ADMIN.1, &[]).await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    // many clients fail once each: the account-wide limit refuses the
+    // failing ones only
+    for i in 3..6 {
+        let c = client_from(&format!("127.0.0.{i}"));
+        assert_eq!(login_from(&srv, &c, ADMIN.0, "bad", &[]).await.0, 401);
     }
+    let failing = client_from("127.0.0.3");
+    assert_eq!(
+        login_from(&srv, &failing, ADMIN.0, ADMIN.1, &[]).await.0,
+        429
+    );
+    assert_eq!(
+        login_from(&srv, &admin_laptop, ADMIN.0, ADMIN.1, &[])
+            .await
+            .0,
+        200
+    );
+    // credential stuffing from one client across accounts
+    let stuffer = client_from("127.0.0.9");
+    for i in 0..6 {
+        let r = login_from(&srv, &stuffer, &format!("user{i}@e.com"), "bad", &[]).await;
+        assert_eq!(r.0, 401);
+    }
+    assert_eq!(
+        login_from(&srv, &stuffer, "fresh@e.com", "bad", &[])
+            .await
+            .0,
+        429
+    );
+    // throttled attempts do not write a row each: 50 more from the attacker
+    for _ in 0..50 {
+        assert_eq!(
+            login_from(&srv, &attacker, ADMIN.0, "bad", &[]).await.0,
+            429
+        );
+    }
+    let throttled_rows = || async {
+        srv.store()
+            .list_audit(None, 1000)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|a| a.entry.action == "login.throttled")
+            .collect::<Vec<_>>()
+    };
+    // the aggregated rows are written once their window is over
+    let mut rows = Vec::new();
+    for _ in 0..100 {
+        rows = throttled_rows().await;
+        let counted: u64 = rows
+            .iter()
+            .filter(|r| r.entry.address.as_deref() == Some("127.0.0.2"))
+            .map(|r| r.entry.detail["count"].as_u64().unwrap())
+            .sum();
+        if counted == 51 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let attacker_rows = rows
+        .iter()
+        .filter(|r| r.entry.address.as_deref() == Some("127.0.0.2"))
+        .count();
+    assert!((1..=3).contains(&attacker_rows), "{rows:?}");
+    // failures name no attacker-chosen account
+    let audit = srv.store().list_audit(None, 1000).await.unwrap();
+    let unknown = audit
+        .iter()
+        .find(|a| a.entry.action == "login.failure" && a.entry.detail["email"] == "user0@e.com")
+        .expect("failure audited");
+    assert_eq!(unknown.entry.actor, "unknown-account");
+    assert_eq!(unknown.entry.address.as_deref(), Some("127.0.0.9"));
+}
+
+/// Unauthenticated callers cannot grow the audit log at their pace.
+#[tokio::test]
+async fn unauthenticated_audit_rows_are_capped() {
+    let srv = TestServer::start_with(|c| {
+        c.unauth_audit_per_window = 5;
+        c.unauth_audit_window = Duration::from_secs(3600);
+    })
+    .await;
+    for i in 0..30 {
+        let c = client_from(&format!("127.0.1.{}", i + 1));
+        let email = format!("{}\u{0}x@e.com", "a".repeat(200));
+        let r = login_from(&srv, &c, &email, "bad", &[]).await;
+        assert_eq!(r.0, 422, "control characters are refused: {}", r.1);
+        let r = login_from(&srv, &c, &format!("{}@e.com", "b".repeat(240)), "bad", &[]).await;
+        assert_eq!(r.0, 401);
+    }
+    let audit = srv.store().list_audit(None, 1000).await.unwrap();
+    let failures: Vec<_> = audit
+        .iter()
+        .filter(|a| a.entry.action == "login.failure")
+        .collect();
+    assert_eq!(failures.len(), 5, "the rest is counted, not stored");
+    for f in &failures {
+        assert!(f.entry.detail["email"].as_str().unwrap().chars().count() <= 64);
+    }
+    // e-mails with control characters are refused for new users too
+    let admin = srv.admin().await;
     let r = srv
         .call(
             "POST",
-            "/api/auth/login",
-            None,
-            Some(json!({"email": "fresh@e.com", "password": "bad"})),
+            "/api/users",
+            Some(&admin),
+            Some(json!({"email": "a\u{0}b@example.com", "password": "password-123", "role": "readonly"})),
         )
         .await;
-    assert_error(&r, 429, "rate_limited");
-    // every attempt is audited
-    let audit = srv.store().list_audit(None, 100).await.unwrap();
-    assert!(
-        audit
-            .iter()
-            .filter(|a| a.entry.action == "login.failure")
-            .count()
-            >= 5
-    );
-    assert!(
-        audit.iter().any(|a| a.entry.action == "login.throttled"
-            && a.entry.address.as_deref() == Some("127.0.0.1"))
-    );
+    assert_error(&r, 422, "invalid_email");
+}
+
+/// The client address comes from a forwarding header only when the peer
+/// is a configured trusted proxy.
+#[tokio::test]
+async fn client_address_from_trusted_proxies_only() {
+    let srv = TestServer::start_with(|c| {
+        c.trusted_proxies = vec!["127.0.0.5/32".parse().unwrap()];
+    })
+    .await;
+    let proxy = client_from("127.0.0.5");
+    let direct = client_from("127.0.0.6");
+    let xff = [("x-forwarded-for", "203.0.113.1, 198.51.100.7")];
+    assert_eq!(login_from(&srv, &proxy, ADMIN.0, "bad", &xff).await.0, 401);
+    assert_eq!(login_from(&srv, &direct, ADMIN.0, "bad", &xff).await.0, 401);
+    let addrs: Vec<String> = srv
+        .store()
+        .list_audit(None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.entry.action == "login.failure")
+        .filter_map(|a| a.entry.address)
+        .collect();
+    assert_eq!(addrs, ["127.0.0.6", "198.51.100.7"]);
 }
 
 #[tokio::test]

@@ -931,6 +931,17 @@ async fn audit_append_only(store: Arc<dyn Store>) {
     assert_eq!(page[0].entry.detail["i"], 4);
     let rest = store.list_audit(Some(page[2].id), 10).await.unwrap();
     assert_eq!(rest.len(), 2);
+    // retention deletes only what is older than the cutoff
+    assert_eq!(store.prune_audit(2).await.unwrap(), 2);
+    assert_eq!(store.prune_audit(2).await.unwrap(), 0);
+    let left: Vec<i64> = store
+        .list_audit(None, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.entry.at)
+        .collect();
+    assert_eq!(left, [4, 3, 2]);
 }
 
 async fn migrations_are_idempotent(store: Arc<dyn Store>) {
