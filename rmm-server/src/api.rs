@@ -38,7 +38,7 @@ use uuid::Uuid;
 use crate::auth::{AuthUser, hash_password, random_token, sha256_hex, verify_password};
 use crate::client_addr::ClientIp;
 use crate::enroll;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, public_detail};
 use crate::store::{Agent, CancelOutcome, Command, NewAudit, NewCommand, Role, User, UserChange};
 use crate::{AppState, now_ms};
 
@@ -71,10 +71,15 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
         serde_json::from_slice(&bytes).map(ApiJson).map_err(|e| {
             use serde_json::error::Category;
             match e.classify() {
-                Category::Data => ApiError::bad_request("invalid_body", e.to_string()),
+                Category::Data => {
+                    ApiError::bad_request("invalid_body", public_detail(&e.to_string()))
+                }
                 _ => ApiError::bad_request(
                     "invalid_json",
-                    format!("the body is not valid JSON: {e}"),
+                    format!(
+                        "the body is not valid JSON: {}",
+                        public_detail(&e.to_string())
+                    ),
                 ),
             }
         })
@@ -99,7 +104,7 @@ where
             .map_err(|e: PathRejection| {
                 ApiError::bad_request(
                     "invalid_id",
-                    format!("invalid path parameter: {}", e.body_text()),
+                    format!("invalid path parameter: {}", public_detail(&e.body_text())),
                 )
             })
     }
@@ -120,7 +125,9 @@ where
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|q| ApiQuery(q.0))
-            .map_err(|e: QueryRejection| ApiError::bad_request("invalid_query", e.body_text()))
+            .map_err(|e: QueryRejection| {
+                ApiError::bad_request("invalid_query", public_detail(&e.body_text()))
+            })
     }
 }
 
@@ -1335,7 +1342,7 @@ pub struct ReleaseView {
 pub async fn list_downloads(
     State(state): State<AppState>,
 ) -> Result<Json<Vec<ReleaseView>>, ApiError> {
-    let index = state.release_index().await?;
+    let index = state.release_index().await;
     Ok(Json(
         index
             .releases()
@@ -1351,8 +1358,9 @@ pub async fn list_downloads(
     ))
 }
 
-/// Serves one agent build (only names the release scanner offers; the
-/// file's SHA-256 is checked against its sidecar before it is served).
+/// Serves one agent build: only names in the verified release index
+/// (the file's SHA-256 matched its sidecar when it was last hashed, and
+/// the file has not changed since), streamed from disk.
 #[utoipa::path(get, path = "/api/v1/downloads/{file}",
     params(("file" = String, Path, description = "a build's file name")),
     responses((status = 200, description = "the binary"), (status = 404, body = ErrorBody)))]
@@ -1360,37 +1368,22 @@ pub async fn download(
     State(state): State<AppState>,
     ApiPath(file): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    let index = state.release_index().await?;
-    let release = index
-        .get(&file)
-        .cloned()
-        .ok_or_else(|| ApiError::not_found("no such build"))?;
-    let dir = state
-        .config
-        .downloads_dir
-        .clone()
-        .ok_or_else(|| ApiError::not_found("no downloads directory is configured"))?;
-    let path = dir.join(release.file_name());
-    let bytes = tokio::task::spawn_blocking(move || std::fs::read(path))
+    let releases = state.releases.clone();
+    let open = tokio::task::spawn_blocking(move || releases.open_blocking(&file))
         .await
         .map_err(ApiError::internal)?
-        .map_err(|_| ApiError::not_found("no such build"))?;
-    let digest = {
-        use sha2::Digest;
-        hex::encode(sha2::Sha256::digest(&bytes))
-    };
-    if digest != release.sha256().to_string() {
-        return Err(ApiError::internal(format!(
-            "{} does not match its .sha256 sidecar",
-            release.file_name()
-        )));
-    }
+        .ok_or_else(|| ApiError::not_found("no such build"))?;
+    let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(open.file));
     Ok((
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
-            (header::HeaderName::from_static("x-checksum-sha256"), digest),
+            (header::CONTENT_LENGTH, open.len.to_string()),
+            (
+                header::HeaderName::from_static("x-checksum-sha256"),
+                open.release.sha256().to_string(),
+            ),
         ],
-        bytes,
+        axum::body::Body::from_stream(stream),
     )
         .into_response())
 }

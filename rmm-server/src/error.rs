@@ -160,3 +160,89 @@ impl ServerError {
         }
     }
 }
+
+/// A decoder's message with Rust type names replaced by JSON words, so
+/// error bodies never expose implementation types (`expected struct
+/// LoginRequest` becomes `expected a JSON object`, `expected u32` becomes
+/// `expected a non-negative integer`).
+pub fn public_detail(msg: &str) -> String {
+    const WORDS: &[(&str, &str)] = &[
+        ("u8", "a non-negative integer"),
+        ("u16", "a non-negative integer"),
+        ("u32", "a non-negative integer"),
+        ("u64", "a non-negative integer"),
+        ("u128", "a non-negative integer"),
+        ("usize", "a non-negative integer"),
+        ("i8", "an integer"),
+        ("i16", "an integer"),
+        ("i32", "an integer"),
+        ("i64", "an integer"),
+        ("i128", "an integer"),
+        ("isize", "an integer"),
+        ("f32", "a number"),
+        ("f64", "a number"),
+    ];
+    let mut out = String::with_capacity(msg.len());
+    let mut rest = msg;
+    while let Some(i) = rest.find("expected ") {
+        out.push_str(&rest[..i + "expected ".len()]);
+        rest = &rest[i + "expected ".len()..];
+        let word_end = |s: &str| {
+            s.find(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':' || c == '<' || c == '>'))
+                .unwrap_or(s.len())
+        };
+        for (prefix, replacement) in [
+            ("struct variant ", "a JSON object"),
+            ("tuple struct ", "a JSON array"),
+            ("struct ", "a JSON object"),
+            ("enum ", "one of the documented values"),
+            ("unit struct ", "null"),
+        ] {
+            if let Some(after) = rest.strip_prefix(prefix) {
+                out.push_str(replacement);
+                rest = &after[word_end(after)..];
+                break;
+            }
+        }
+        let end = word_end(rest);
+        if let Some((_, w)) = WORDS.iter().find(|(t, _)| *t == &rest[..end]) {
+            out.push_str(w);
+            rest = &rest[end..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::public_detail;
+
+    fn check(input: &str, want: &str) {
+        assert_eq!(public_detail(input), want, "{input}");
+    }
+
+    #[test]
+    fn rust_type_names_are_replaced() {
+        check(
+            "invalid type: integer `5`, expected struct LoginRequest at line 1 column 1",
+            "invalid type: integer `5`, expected a JSON object at line 1 column 1",
+        );
+        check(
+            "timeout_secs: invalid type: string \"x\", expected u32 at line 1 column 20",
+            "timeout_secs: invalid type: string \"x\", expected a non-negative integer at line 1 column 20",
+        );
+        check("expected i64", "expected an integer");
+        check(
+            "unknown variant `x`, expected one of `a`, `b`",
+            "unknown variant `x`, expected one of `a`, `b`",
+        );
+        check(
+            "expected enum Role",
+            "expected one of the documented values",
+        );
+        check("expected a string", "expected a string");
+        check("expected u32expected", "expected u32expected");
+        check("", "");
+    }
+}

@@ -35,6 +35,7 @@ use crate::audit::AuditGate;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::now_ms;
+use crate::releases::ReleaseCatalog;
 use crate::store::{AgentHello, FinishOutcome, HelloOutcome, InventoryItem, NewAudit, Store};
 
 /// WebSocket close codes used by the hub.
@@ -79,15 +80,12 @@ pub struct Hub {
     shutdown: watch::Receiver<bool>,
     agents_generation: AtomicU64,
     public_url: String,
-    releases: Mutex<Option<(Instant, Arc<rmm_core::channel::ReleaseIndex>)>>,
+    releases: Arc<ReleaseCatalog>,
     /// Aggregated unauthenticated audit rows, written by the sweeper.
     audit_gate: Arc<AuditGate>,
     /// When the audit retention last ran (unix ms).
     last_prune_ms: AtomicI64,
 }
-
-/// How long a scan of the downloads directory is reused.
-const RELEASE_INDEX_TTL: Duration = Duration::from_secs(10);
 
 impl std::fmt::Debug for Hub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -138,6 +136,7 @@ impl Hub {
         shutdown: watch::Receiver<bool>,
         public_url: String,
         audit_gate: Arc<AuditGate>,
+        releases: Arc<ReleaseCatalog>,
     ) -> Arc<Hub> {
         Arc::new(Hub {
             store,
@@ -150,7 +149,7 @@ impl Hub {
             shutdown,
             agents_generation: AtomicU64::new(0),
             public_url: public_url.trim_end_matches('/').to_owned(),
-            releases: Mutex::new(None),
+            releases,
             audit_gate,
             last_prune_ms: AtomicI64::new(i64::MIN),
         })
@@ -580,6 +579,10 @@ impl Hub {
                         s.last_heard = Instant::now();
                         self.on_ws_message(&mut s, &mut ws, m).await
                     }
+                    Some(Err(e)) if too_big(&e) => {
+                        tracing::info!(agent = %agent_id, "agent message over the size limit, closing");
+                        Flow::Close(close_code::TOO_BIG, "message too big")
+                    }
                     Some(Err(e)) => {
                         tracing::debug!(agent = %agent_id, error = %e, "agent socket error");
                         Flow::Close(close_code::NORMAL, "")
@@ -629,37 +632,11 @@ impl Hub {
         self.agents_changed();
     }
 
-    /// The downloads directory's release index, rescanned at most every
-    /// [`RELEASE_INDEX_TTL`].
-    async fn release_index(&self) -> Option<Arc<rmm_core::channel::ReleaseIndex>> {
-        let dir = self.config.downloads_dir.clone()?;
-        {
-            let cached = self.releases.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((at, index)) = cached.as_ref()
-                && at.elapsed() < RELEASE_INDEX_TTL
-            {
-                return Some(index.clone());
-            }
-        }
-        let scanned = tokio::task::spawn_blocking(move || rmm_core::channel::scan_dir(dir)).await;
-        let index = match scanned {
-            Ok(Ok(report)) => Arc::new(report.index),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cannot scan the downloads directory");
-                return None;
-            }
-            Err(_) => return None,
-        };
-        *self.releases.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((Instant::now(), index.clone()));
-        Some(index)
-    }
-
     /// An `update_available` for an agent that runs an older build than
     /// the newest one its channel may have (SPEC §5), if any.
     async fn update_offer(&self, hello: &rmm_core::protocol::Hello) -> Option<Message> {
         use rmm_core::channel::{Arch, Channel, Os, Version};
-        let index = self.release_index().await?;
+        let index = self.releases.index().await;
         let os: Os = hello.os.parse().ok()?;
         let arch = Arch::new(&hello.arch).ok()?;
         let channel = if hello.channel == "beta" {
@@ -695,6 +672,9 @@ impl Hub {
         loop {
             let m = match ws.recv().await {
                 Some(Ok(m)) => m,
+                Some(Err(e)) if too_big(&e) => {
+                    return Err((close_code::TOO_BIG, "message too big"));
+                }
                 _ => return Err((close_code::NORMAL, "closed before hello")),
             };
             match m {
@@ -710,7 +690,7 @@ impl Hub {
                             .await;
                         return Err((close_code::POLICY, "invalid hello"));
                     }
-                    Err(_) => return Err((close_code::PROTOCOL, "invalid frame")),
+                    Err(e) => return Err(frame_error_close(&e)),
                 },
                 WsMessage::Text(_) => {
                     return Err((close_code::UNSUPPORTED, "text messages are not allowed"));
@@ -740,7 +720,8 @@ impl Hub {
                 }
                 Err(e) => {
                     tracing::info!(agent = %s.agent_id, error = %e, "frame error, closing");
-                    Flow::Close(close_code::PROTOCOL, "invalid frame")
+                    let (code, reason) = frame_error_close(&e);
+                    Flow::Close(code, reason)
                 }
             },
             WsMessage::Text(_) => {
@@ -1029,6 +1010,29 @@ fn valid_plugin_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Whether a socket error is a message over the WebSocket size limit.
+fn too_big(e: &axum::Error) -> bool {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(WsError::Capacity(_)) = err.downcast_ref::<WsError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
+/// The close code and reason for a frame the codec refused.
+fn frame_error_close(e: &DecodeError) -> (u16, &'static str) {
+    match e {
+        DecodeError::ControlTooLarge { .. } | DecodeError::DataTooLarge { .. } => {
+            (close_code::TOO_BIG, "message too big")
+        }
+        _ => (close_code::PROTOCOL, "invalid frame"),
+    }
 }
 
 fn ms(d: Duration) -> i64 {

@@ -32,6 +32,7 @@ pub mod enroll;
 pub mod error;
 pub mod hub;
 pub mod metrics;
+pub mod releases;
 pub mod store;
 
 use std::future::Future;
@@ -85,6 +86,8 @@ pub struct App {
     pub hash_permits: Semaphore,
     /// The `GET /api/agents` snapshot.
     pub agent_list: api::AgentListCache,
+    /// The verified release catalog (shared with the hub).
+    pub releases: Arc<releases::ReleaseCatalog>,
 }
 
 impl std::fmt::Debug for App {
@@ -108,16 +111,10 @@ impl Deref for AppState {
 }
 
 impl AppState {
-    /// The release index of the downloads directory (empty without one).
-    pub async fn release_index(&self) -> Result<rmm_core::channel::ReleaseIndex, ApiError> {
-        let Some(dir) = self.config.downloads_dir.clone() else {
-            return Ok(rmm_core::channel::ReleaseIndex::new());
-        };
-        tokio::task::spawn_blocking(move || rmm_core::channel::scan_dir(dir))
-            .await
-            .map_err(ApiError::internal)?
-            .map(|r| r.index)
-            .map_err(ApiError::internal)
+    /// The verified release index of the downloads directory (empty
+    /// without one).
+    pub async fn release_index(&self) -> Arc<rmm_core::channel::ReleaseIndex> {
+        self.releases.index().await
     }
 
     /// The newest Linux build per architecture for a channel word.
@@ -127,10 +124,7 @@ impl AppState {
         } else {
             rmm_core::channel::Channel::Stable
         };
-        match self.release_index().await {
-            Ok(index) => enroll::linux_builds(&index, channel),
-            Err(_) => Vec::new(),
-        }
+        enroll::linux_builds(&*self.release_index().await, channel)
     }
 }
 
@@ -285,6 +279,7 @@ pub async fn open_state(
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::default());
     let public_url = public_url.trim_end_matches('/').to_owned();
+    let releases = Arc::new(releases::ReleaseCatalog::new(config.downloads_dir.clone()));
     let audit_gate = Arc::new(audit::AuditGate::new(
         config.unauth_audit_per_window,
         i64::try_from(config.unauth_audit_window.as_millis()).unwrap_or(audit::WINDOW_MS),
@@ -296,6 +291,7 @@ pub async fn open_state(
         shutdown,
         public_url.clone(),
         audit_gate.clone(),
+        releases.clone(),
     );
     let state = AppState(Arc::new(App {
         jwt: JwtKeys::new(&secret, config.token_ttl),
@@ -307,6 +303,7 @@ pub async fn open_state(
         public_url,
         hash_permits: Semaphore::new(4),
         agent_list: api::AgentListCache::default(),
+        releases,
         config,
     }));
     if let Some((email, password)) = state.config.admin.clone() {

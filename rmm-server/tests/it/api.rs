@@ -1279,3 +1279,47 @@ async fn overlong_tokens_are_refused() {
         "unauthorized",
     );
 }
+
+/// Error bodies never name Rust types.
+#[tokio::test]
+async fn error_messages_name_no_rust_types() {
+    let srv = TestServer::start().await;
+    let admin = srv.admin().await;
+    let agent = Uuid::new_v4();
+    let cases = [
+        srv.raw("POST", "/api/auth/login", None, "5").await,
+        srv.raw(
+            "POST",
+            "/api/auth/login",
+            None,
+            r#"{"email": 5, "password": "x"}"#,
+        )
+        .await,
+        srv.call(
+            "POST",
+            &format!("/api/agents/{agent}/command"),
+            Some(&admin),
+            Some(json!({"command_type": "sh", "command": "true", "timeout_secs": "x"})),
+        )
+        .await,
+        srv.call("GET", "/api/audit?limit=abc", Some(&admin), None)
+            .await,
+        srv.call("GET", "/api/agents/not-a-uuid", Some(&admin), None)
+            .await,
+    ];
+    for (status, body) in cases {
+        assert_eq!(status, 400, "{body}");
+        let msg = body["message"].as_str().unwrap();
+        for word in [
+            "struct",
+            "LoginRequest",
+            "u32",
+            "i64",
+            "enum ",
+            "Option<",
+            "Uuid",
+        ] {
+            assert!(!msg.contains(word), "{word:?} in {msg:?}");
+        }
+    }
+}

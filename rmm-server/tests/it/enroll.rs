@@ -386,3 +386,47 @@ async fn twenty_parallel_redemptions_yield_one_payload() {
         "{statuses:?}"
     );
 }
+
+/// A build whose bytes do not match its `.sha256` is neither listed nor
+/// offered nor served (it used to be listed and then answer 500).
+#[tokio::test]
+async fn a_tampered_build_is_left_out() {
+    use sha2::Digest;
+    let downloads = tempfile::tempdir().unwrap();
+    let put = |version: &str, body: &[u8], digest: String| {
+        let name = format!("rmm-agent-linux-x86_64-{version}");
+        std::fs::write(downloads.path().join(&name), body).unwrap();
+        std::fs::write(downloads.path().join(format!("{name}.sha256")), digest).unwrap();
+        name
+    };
+    let good = put("1.0.0", b"good", hex::encode(sha2::Sha256::digest(b"good")));
+    let bad = put(
+        "1.1.0",
+        b"tampered",
+        hex::encode(sha2::Sha256::digest(b"original")),
+    );
+    let dl = downloads.path().to_owned();
+    let srv = crate::common::TestServer::start_with(move |c| c.downloads_dir = Some(dl)).await;
+    let list = srv.call("GET", "/api/v1/downloads", None, None).await.1;
+    let files: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["file"].as_str().unwrap())
+        .collect();
+    assert_eq!(files, [good.as_str()]);
+    assert_error(
+        &srv.call("GET", &format!("/api/v1/downloads/{bad}"), None, None)
+            .await,
+        404,
+        "not_found",
+    );
+    // a build tampered with after it was verified is not served either
+    std::fs::write(downloads.path().join(&good), b"evil!").unwrap();
+    assert_error(
+        &srv.call("GET", &format!("/api/v1/downloads/{good}"), None, None)
+            .await,
+        404,
+        "not_found",
+    );
+}

@@ -992,3 +992,40 @@ async fn older_agents_are_offered_the_newest_build_of_their_channel() {
     assert!(matches!(agent.recv().await, Some(Message::Welcome(_))));
     assert!(agent.recv_within(Duration::from_millis(500)).await.is_err());
 }
+
+/// Messages over the size limits close with 1009 (message too big), both
+/// at the WebSocket layer and in the frame codec.
+#[tokio::test]
+async fn oversized_messages_close_with_1009() {
+    use rmm_core::protocol::Limits;
+    let srv = TestServer::start().await;
+    let limit = Limits::default().max_frame();
+    // before hello: a WebSocket message over the limit
+    let (id, secret) = srv.enroll("big").await;
+    let mut agent = FakeAgent::connect(srv.addr(), id, &secret).await.unwrap();
+    let _ = agent
+        .ws
+        .send(WsMessage::Binary(vec![0u8; limit + 1024].into()))
+        .await;
+    assert_eq!(agent.close_code().await, Some(1009));
+    // after hello: a frame announcing a control body over the limit
+    let mut agent = FakeAgent::connect(srv.addr(), id, &secret).await.unwrap();
+    agent.hello("big-machine").await;
+    let mut frame = vec![0x01u8]; // a control frame
+    frame.extend_from_slice(&u32::try_from(limit).unwrap().to_be_bytes());
+    frame.extend_from_slice(b"{}");
+    agent
+        .ws
+        .send(WsMessage::Binary(frame.into()))
+        .await
+        .unwrap();
+    assert_eq!(agent.close_code().await, Some(1009));
+    // after hello: a WebSocket message over the limit
+    let mut agent = FakeAgent::connect(srv.addr(), id, &secret).await.unwrap();
+    agent.hello("big-machine").await;
+    let _ = agent
+        .ws
+        .send(WsMessage::Binary(vec![0u8; limit + 1024].into()))
+        .await;
+    assert_eq!(agent.close_code().await, Some(1009));
+}
