@@ -166,7 +166,7 @@ pub async fn run(client: &Client, options: &Options) -> Report {
                 format!("node {node}"),
                 CheckStatus::Pass,
                 format!(
-                    "cpu {:.0}%, load {:?}, memory {} of {}, root fs {} free, {}",
+                    "cpu {:.0}%, load {}, memory {} of {}, root fs {} free, {}",
                     s.cpu.get().unwrap_or(0.0) * 100.0,
                     match s.loadavg.parsed() {
                         Some(load) => format!("{load:?}"),
