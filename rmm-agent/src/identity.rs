@@ -246,13 +246,12 @@ pub(crate) fn is_dns_label(s: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
 }
 
-/// Parses a SHA-256 pin given as 64 hex digits (colons allowed).
+/// Parses a SHA-256 pin given as 64 hex digits, optionally `:`-separated
+/// in pairs (see [`rmm_pin::Pin`]).
 pub fn parse_pin(pin: &str) -> Result<[u8; 32], String> {
-    let clean: String = pin.chars().filter(|c| *c != ':').collect();
-    let bytes = hex::decode(clean.to_ascii_lowercase())
-        .map_err(|_| format!("certificate pin {pin:?} is not hex"))?;
-    <[u8; 32]>::try_from(bytes.as_slice())
-        .map_err(|_| format!("certificate pin {pin:?} is not 32 bytes (64 hex digits)"))
+    pin.parse::<rmm_pin::Pin>()
+        .map(<[u8; 32]>::from)
+        .map_err(|e| format!("certificate pin {pin:?}: {e}"))
 }
 
 /// Accepts `http://host[:port][/base]` and `https://...`.

@@ -12,7 +12,9 @@
 //! - [`store`]: the exactly-once store: finished command ids and each
 //!   unacknowledged command's output spool and result, on disk.
 //! - [`tls`], [`http`]: rustls (ring) client configs with optional
-//!   certificate pinning, and the one bounded HTTP GET enrollment needs.
+//!   certificate pinning (through `rmm-pin`), and the one bounded HTTP GET
+//!   enrollment needs (reqwest over that rustls config, body streamed
+//!   under a hard cap).
 //! - [`enroll`]: redeeming the one-shot enrollment payload.
 //! - [`daemon`]: the connection loop (hello/welcome, heartbeats, jittered
 //!   reconnects), the command executor and the outbox pump.

@@ -1,5 +1,7 @@
 //! Lenient deserializers for Proxmox JSON quirks: booleans as `0`/`1` (or
-//! `"0"`/`"1"`), numbers that arrive as strings, `null` for absent values.
+//! `"0"`/`"1"`), numbers that arrive as strings, `null` for absent values;
+//! the parsers behind [`crate::Lenient`]; and strict deserializers for the
+//! identifiers a response cannot do without, whose errors name the field.
 
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
@@ -31,6 +33,27 @@ fn int_from(v: &Value) -> Option<i64> {
         Value::Bool(b) => Some(i64::from(*b)),
         _ => None,
     }
+}
+
+/// A finite number from a number or a numeric string.
+pub(crate) fn f64_from(v: &Value) -> Option<f64> {
+    num_from(v).filter(|f| f.is_finite())
+}
+
+/// An unsigned integer from a number or a numeric string.
+pub(crate) fn u64_from(v: &Value) -> Option<u64> {
+    int_from(v).and_then(|i| u64::try_from(i).ok())
+}
+
+/// A `u32` from a number or a numeric string.
+pub(crate) fn u32_from(v: &Value) -> Option<u32> {
+    int_from(v).and_then(|i| u32::try_from(i).ok())
+}
+
+/// Finite numbers from an array whose every item is a number or a numeric
+/// string (`loadavg`).
+pub(crate) fn f64_list_from(v: &Value) -> Option<Vec<f64>> {
+    v.as_array()?.iter().map(f64_from).collect()
 }
 
 pub(crate) fn bool_from(v: &Value) -> Option<bool> {
@@ -69,18 +92,6 @@ pub(crate) fn bool_lenient<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::E
     Ok(opt_bool(d)?.unwrap_or(false))
 }
 
-/// `Option<u64>` from a number or a numeric string.
-pub(crate) fn opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    let v = Value::deserialize(d)?;
-    if v.is_null() {
-        return Ok(None);
-    }
-    int_from(&v)
-        .and_then(|i| u64::try_from(i).ok())
-        .map(Some)
-        .ok_or_else(|| D::Error::custom(format!("expected an unsigned integer, got {v}")))
-}
-
 /// `Option<u32>` from a number or a numeric string.
 pub(crate) fn opt_u32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
     let v = Value::deserialize(d)?;
@@ -109,30 +120,44 @@ pub(crate) fn opt_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D:
         .ok_or_else(|| D::Error::custom(format!("expected an integer, got {v}")))
 }
 
-/// `Option<f64>` from a number or a numeric string.
-pub(crate) fn opt_f64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
-    let v = Value::deserialize(d)?;
-    if v.is_null() {
-        return Ok(None);
-    }
-    num_from(&v)
-        .map(Some)
-        .ok_or_else(|| D::Error::custom(format!("expected a number, got {v}")))
-}
-
-/// `Vec<f64>` from an array of numbers or numeric strings (`loadavg`).
-pub(crate) fn vec_f64<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
+/// A required identifier: a non-empty string (numbers, which Proxmox
+/// sometimes sends for numeric-looking strings, are taken as their text).
+fn identifier<'de, D: Deserializer<'de>>(
+    d: D,
+    field: &str,
+    what: &str,
+) -> Result<String, D::Error> {
     let v = Value::deserialize(d)?;
     match v {
-        Value::Null => Ok(Vec::new()),
-        Value::Array(items) => items
-            .iter()
-            .map(|i| {
-                num_from(i).ok_or_else(|| D::Error::custom(format!("expected a number, got {i}")))
-            })
-            .collect(),
-        other => Err(D::Error::custom(format!("expected an array, got {other}"))),
+        Value::String(s) if !s.is_empty() => Ok(s),
+        Value::Number(n) => Ok(n.to_string()),
+        other => Err(D::Error::custom(format!(
+            "`{field}`: expected {what}, got {other}"
+        ))),
     }
+}
+
+/// The node name of a `/nodes` entry (required).
+pub(crate) fn node_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    identifier(d, "node", "the node name as a non-empty string")
+}
+
+/// The storage id of a storage entry (required).
+pub(crate) fn storage_id<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    identifier(d, "storage", "the storage id as a non-empty string")
+}
+
+/// A container id (required): an integer, or a numeric string, in
+/// [`crate::VMID_RANGE`].
+pub(crate) fn vmid<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let v = Value::deserialize(d)?;
+    u32_from(&v)
+        .filter(|id| crate::VMID_RANGE.contains(id))
+        .ok_or_else(|| {
+            D::Error::custom(format!(
+                "`vmid`: expected a container id (an integer from 100 to 999999999), got {v}"
+            ))
+        })
 }
 
 /// `Option<String>` from a string or a number (ids that flip between the two).
@@ -154,12 +179,8 @@ mod tests {
     struct T {
         #[serde(default, deserialize_with = "super::opt_bool")]
         b: Option<bool>,
-        #[serde(default, deserialize_with = "super::opt_u64")]
-        n: Option<u64>,
-        #[serde(default, deserialize_with = "super::opt_f64")]
-        f: Option<f64>,
-        #[serde(default, deserialize_with = "super::vec_f64")]
-        l: Vec<f64>,
+        #[serde(default, deserialize_with = "super::opt_i64")]
+        n: Option<i64>,
         #[serde(default, deserialize_with = "super::opt_string")]
         s: Option<String>,
     }
@@ -172,22 +193,18 @@ mod tests {
     #[test]
     fn proxmox_quirks_decode() {
         check(
-            r#"{"b":1,"n":"42","f":"0.25","l":["0.05","0.10",1],"s":100,"unknown":{"x":1}}"#,
+            r#"{"b":1,"n":"42","s":100,"unknown":{"x":1}}"#,
             T {
                 b: Some(true),
                 n: Some(42),
-                f: Some(0.25),
-                l: vec![0.05, 0.10, 1.0],
                 s: Some("100".into()),
             },
         );
         check(
-            r#"{"b":"0","n":7,"f":3,"s":"x"}"#,
+            r#"{"b":"0","n":-7,"s":"x"}"#,
             T {
                 b: Some(false),
-                n: Some(7),
-                f: Some(3.0),
-                l: vec![],
+                n: Some(-7),
                 s: Some("x".into()),
             },
         );
@@ -196,8 +213,6 @@ mod tests {
             T {
                 b: None,
                 n: None,
-                f: None,
-                l: vec![],
                 s: None,
             },
         );
@@ -206,13 +221,50 @@ mod tests {
             T {
                 b: None,
                 n: Some(1000),
-                f: None,
-                l: vec![],
                 s: None,
             },
         );
         assert!(serde_json::from_str::<T>(r#"{"b":"maybe"}"#).is_err());
-        assert!(serde_json::from_str::<T>(r#"{"n":-1}"#).is_err());
         assert!(serde_json::from_str::<T>(r#"{"n":"abc"}"#).is_err());
+        assert!(serde_json::from_str::<T>(r#"{"n":1.5}"#).is_err());
+    }
+
+    #[derive(Deserialize, Debug)]
+    struct Ids {
+        #[serde(deserialize_with = "super::vmid")]
+        _vmid: u32,
+        #[serde(deserialize_with = "super::node_name")]
+        _node: String,
+    }
+
+    /// Decodes `{"_vmid": vmid, "_node": node}`; `Err` holds the message.
+    fn ids(vmid: serde_json::Value, node: serde_json::Value) -> Result<(u32, String), String> {
+        serde_json::from_value::<Ids>(serde_json::json!({"_vmid": vmid, "_node": node}))
+            .map(|i| (i._vmid, i._node))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn identifiers_are_strict_and_errors_name_the_field() {
+        use serde_json::json;
+        assert_eq!(ids(json!(100), json!("pve1")), Ok((100, "pve1".into())));
+        assert_eq!(ids(json!("101"), json!("pve1")), Ok((101, "pve1".into())));
+        for bad in [
+            json!("abc"),
+            json!(99),
+            json!(-100),
+            json!(1e10),
+            json!(null),
+        ] {
+            let err = ids(bad.clone(), json!("pve1")).expect_err("bad vmid");
+            assert!(
+                err.contains("`vmid`") && err.contains("container id"),
+                "{bad}: {err}"
+            );
+        }
+        for bad in [json!(""), json!(null), json!(["pve1"])] {
+            let err = ids(json!(100), bad.clone()).expect_err("bad node");
+            assert!(err.contains("`node`"), "{bad}: {err}");
+        }
     }
 }

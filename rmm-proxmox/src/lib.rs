@@ -27,7 +27,9 @@
 //! seam, and the integration tests prove it with mocks of both.
 //!
 //! Proxmox's quirks live in the types: the `data` envelope, booleans as
-//! `0`/`1`, numbers sent as strings, unknown fields (all tolerated), and
+//! `0`/`1`, numbers sent as strings, unknown fields (all tolerated),
+//! readings the schema leaves loosely typed ([`Lenient`]: kept raw, parsed
+//! when possible, never failing a read), and
 //! property strings such as `net0: name=eth0,bridge=vmbr0,ip=dhcp`
 //! ([`NetInterface`], [`RootFs`], [`MountPoint`], [`LxcFeatures`]) which are
 //! parsed and printed back in Proxmox's own canonical order.
@@ -75,6 +77,7 @@ mod client;
 mod config;
 mod de;
 mod error;
+mod lenient;
 mod privileged;
 mod propstring;
 mod requests;
@@ -92,6 +95,7 @@ pub mod mock;
 pub use client::{Client, Clock, Endpoint, MissingPrivilege, RetryPolicy, TokioClock};
 pub use config::{ApiToken, Config, ConfigError, PrivilegedMode, TokenId, TokenSecret};
 pub use error::{Error, TransportError, TransportErrorKind};
+pub use lenient::Lenient;
 pub use privileged::{
     DirectRunner, GoldenLxcSpec, HardwareHealth, MAX_OUTPUT, MountOutcome, MountRequest, Output,
     PrivError, PrivilegedBackend, RunError, Runner, SmartctlReport, SudoRunner,

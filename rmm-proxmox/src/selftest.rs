@@ -8,6 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::client::Client;
 use crate::error::Error;
+use crate::lenient::Lenient;
 use crate::task::WaitOptions;
 use crate::types::{GuestState, NodeState};
 
@@ -101,8 +102,9 @@ pub struct Options {
     pub wait: WaitOptions,
 }
 
-fn gib(bytes: Option<u64>) -> String {
+fn gib(bytes: &Lenient<u64>) -> String {
     bytes
+        .get()
         .map(|b| format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64))
         .unwrap_or_else(|| "?".into())
 }
@@ -164,12 +166,15 @@ pub async fn run(client: &Client, options: &Options) -> Report {
                 format!("node {node}"),
                 CheckStatus::Pass,
                 format!(
-                    "cpu {:.0}%, load {:?}, memory {} of {}, root fs {} free, {}",
-                    s.cpu.unwrap_or(0.0) * 100.0,
-                    s.loadavg,
-                    gib(s.memory.used),
-                    gib(s.memory.total),
-                    gib(s.rootfs.avail),
+                    "cpu {:.0}%, load {}, memory {} of {}, root fs {} free, {}",
+                    s.cpu.get().unwrap_or(0.0) * 100.0,
+                    match s.loadavg.parsed() {
+                        Some(load) => format!("{load:?}"),
+                        None => s.loadavg.raw().to_string(),
+                    },
+                    gib(&s.memory.used),
+                    gib(&s.memory.total),
+                    gib(&s.rootfs.avail),
                     s.pveversion.unwrap_or_default()
                 ),
             ),
@@ -179,7 +184,7 @@ pub async fn run(client: &Client, options: &Options) -> Report {
             Ok(list) => {
                 for st in list {
                     let inactive = st.active == Some(false);
-                    let status = if inactive || st.used_fraction.unwrap_or(0.0) > 0.9 {
+                    let status = if inactive || st.used_fraction.get().unwrap_or(0.0) > 0.9 {
                         CheckStatus::Warn
                     } else {
                         CheckStatus::Pass
@@ -191,8 +196,8 @@ pub async fn run(client: &Client, options: &Options) -> Report {
                             "{} [{}], {:.0}% used, {} free{}",
                             st.kind,
                             st.content,
-                            st.used_fraction.unwrap_or(0.0) * 100.0,
-                            gib(st.avail),
+                            st.used_fraction.get().unwrap_or(0.0) * 100.0,
+                            gib(&st.avail),
                             if st.active == Some(false) {
                                 ", inactive"
                             } else {

@@ -7,74 +7,24 @@
 //! or trusting `/etc/pve/pve-root-ca.pem`. All modes use the `ring` crypto
 //! provider.
 
-use std::fmt;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, DigitallySignedStruct, OtherError, SignatureScheme};
-use sha2::{Digest, Sha256};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 
 use crate::config::ConfigError;
 
-/// A SHA-256 certificate fingerprint, written `AA:BB:...` (32 bytes).
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Fingerprint([u8; 32]);
-
-impl Fingerprint {
-    /// The fingerprint of a DER-encoded certificate.
-    pub fn of_der(der: &[u8]) -> Fingerprint {
-        Fingerprint(Sha256::digest(der).into())
-    }
-
-    /// The raw digest.
-    pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
-}
-
-/// Why a fingerprint did not parse.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("expected a sha-256 fingerprint: 32 hex bytes, optionally separated by `:`")]
-pub struct FingerprintParseError;
-
-impl FromStr for Fingerprint {
-    type Err = FingerprintParseError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let hex_digits: String = s.trim().chars().filter(|c| *c != ':').collect();
-        if s.contains(':') {
-            // when separated, every group must be exactly two digits
-            if !s.trim().split(':').all(|g| g.len() == 2) {
-                return Err(FingerprintParseError);
-            }
-        }
-        let bytes = hex::decode(&hex_digits).map_err(|_| FingerprintParseError)?;
-        let arr: [u8; 32] = bytes.try_into().map_err(|_| FingerprintParseError)?;
-        Ok(Fingerprint(arr))
-    }
-}
-
-impl fmt::Display for Fingerprint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, b) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str(":")?;
-            }
-            write!(f, "{b:02X}")?;
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for Fingerprint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Fingerprint({self})")
-    }
-}
+/// A SHA-256 certificate fingerprint, written `AA:BB:...` (32 bytes): the
+/// workspace's one pin type, [`rmm_pin::Pin`].
+pub use rmm_pin::Pin as Fingerprint;
+/// The leaf certificate did not match the pinned fingerprint
+/// ([`rmm_pin::PinMismatch`]).
+pub use rmm_pin::PinMismatch;
+/// Why a fingerprint did not parse ([`rmm_pin::PinParseError`]).
+pub use rmm_pin::PinParseError as FingerprintParseError;
 
 /// How the server certificate is trusted.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -93,71 +43,6 @@ pub enum TlsMode {
     /// Accept any certificate. Explicit, off by default, and logged as a
     /// warning every time a client is built.
     Insecure,
-}
-
-/// The leaf certificate did not match the pinned fingerprint.
-#[derive(Debug, thiserror::Error)]
-#[error("server certificate fingerprint {got} does not match the pinned fingerprint {expected}")]
-pub struct PinMismatch {
-    /// The pinned fingerprint.
-    pub expected: Fingerprint,
-    /// What the server presented.
-    pub got: Fingerprint,
-}
-
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-#[derive(Debug)]
-struct PinnedVerifier {
-    pin: Fingerprint,
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for PinnedVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let got = Fingerprint::of_der(end_entity);
-        if got == self.pin {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::InvalidCertificate(CertificateError::Other(
-                OtherError(Arc::new(PinMismatch {
-                    expected: self.pin,
-                    got,
-                })),
-            )))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
 }
 
 /// Accepts any certificate but still checks that the peer owns the key it
@@ -209,9 +94,10 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
     }
 }
 
-/// Builds the rustls client configuration for `mode` (ring provider only).
+/// Builds the rustls client configuration for `mode` (ring provider only;
+/// pinning is [`rmm_pin::PinnedVerifier`]).
 pub fn client_config(mode: &TlsMode) -> Result<rustls::ClientConfig, ConfigError> {
-    let provider = provider();
+    let provider = rmm_pin::provider();
     let algorithms = provider.signature_verification_algorithms;
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -219,10 +105,7 @@ pub fn client_config(mode: &TlsMode) -> Result<rustls::ClientConfig, ConfigError
     let config = match mode {
         TlsMode::Pinned(pin) => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PinnedVerifier {
-                pin: *pin,
-                algorithms,
-            }))
+            .with_custom_certificate_verifier(Arc::new(rmm_pin::PinnedVerifier::new(*pin)))
             .with_no_client_auth(),
         TlsMode::CaFile(path) => {
             use rustls::pki_types::pem::PemObject;
@@ -273,6 +156,7 @@ pub fn client_config(mode: &TlsMode) -> Result<rustls::ClientConfig, ConfigError
 mod tests {
     use super::*;
 
+    /// The format Proxmox prints (`pvenode cert info`) round-trips.
     #[test]
     fn fingerprints_parse_and_print() {
         let text = "AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89";
@@ -286,15 +170,6 @@ mod tests {
         assert!(text.replace("AB:", "ABC:").parse::<Fingerprint>().is_err());
         assert!(format!("{text}:00").parse::<Fingerprint>().is_err());
         assert!("zz".repeat(32).parse::<Fingerprint>().is_err());
-    }
-
-    #[test]
-    fn fingerprint_of_der_is_sha256() {
-        let fp = Fingerprint::of_der(b"abc");
-        assert_eq!(
-            hex::encode(fp.as_bytes()),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
     }
 
     /// Counts WARN events whose message mentions "insecure".

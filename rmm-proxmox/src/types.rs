@@ -2,6 +2,27 @@
 //!
 //! Every type tolerates unknown fields, `0`/`1` booleans and numbers sent as
 //! strings, because Proxmox versions differ in exactly these details.
+//!
+//! How strict each field is follows the API schema (audited against pve-docs
+//! 9.1.3 for version, nodes, node status, containers, container config and
+//! storage):
+//!
+//! - Identifiers a caller acts on (`vmid`, the node name, the storage id)
+//!   are strict: a bad one fails the read with an error naming the field.
+//! - Readings — usage numbers, counts, durations, load averages — are
+//!   [`Lenient`]: the schema allows values a typed field cannot hold
+//!   (strings for load averages and `cpuinfo.mhz`, integers without a lower
+//!   bound for byte counts), so such a value is kept raw, parses to `None`,
+//!   and never fails the read.
+//! - Strings, booleans and enums keep plain types: every value the schema
+//!   allows fits them (unknown enum values become `Unknown`). Nested
+//!   objects (`memory`, `rootfs`, `cpuinfo`, and `swap`, which Proxmox sends
+//!   in the same shape as `memory`) must be objects; their numbers are
+//!   [`Lenient`] too.
+//! - [`LxcConfig`] stays strict per key: the schema bounds every value it
+//!   types (e.g. `cores` 1..8192, `memory` >= 16), all of them decode, and
+//!   the config is what callers modify and write back, so a value that does
+//!   not decode is an error naming the key rather than a silent gap.
 
 use std::collections::BTreeMap;
 
@@ -9,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::de;
+use crate::lenient::Lenient;
 use crate::propstring::{LxcFeatures, MountPoint, NetInterface, PropertyStringError, RootFs};
 use crate::upid::Upid;
 
@@ -47,24 +69,25 @@ pub enum NodeState {
 #[non_exhaustive]
 pub struct NodeSummary {
     /// Node name.
+    #[serde(deserialize_with = "de::node_name")]
     pub node: String,
     /// Online/offline.
     pub status: NodeState,
     /// CPU usage (0..1).
-    #[serde(default, deserialize_with = "de::opt_f64")]
-    pub cpu: Option<f64>,
+    #[serde(default)]
+    pub cpu: Lenient<f64>,
     /// Number of CPUs.
-    #[serde(default, deserialize_with = "de::opt_u32")]
-    pub maxcpu: Option<u32>,
+    #[serde(default)]
+    pub maxcpu: Lenient<u32>,
     /// Used memory in bytes.
-    #[serde(default, deserialize_with = "de::opt_u64")]
-    pub mem: Option<u64>,
+    #[serde(default)]
+    pub mem: Lenient<u64>,
     /// Total memory in bytes.
-    #[serde(default, deserialize_with = "de::opt_u64")]
-    pub maxmem: Option<u64>,
+    #[serde(default)]
+    pub maxmem: Lenient<u64>,
     /// Uptime in seconds.
-    #[serde(default, deserialize_with = "de::opt_u64")]
-    pub uptime: Option<u64>,
+    #[serde(default)]
+    pub uptime: Lenient<u64>,
     /// Support subscription level.
     #[serde(default)]
     pub level: Option<String>,
@@ -78,17 +101,17 @@ pub struct NodeSummary {
 #[non_exhaustive]
 pub struct MemoryUsage {
     /// Total bytes.
-    #[serde(default, deserialize_with = "de::opt_u64")]
-    pub total: Option<u64>,
+    #[serde(default)]
+    pub total: Lenient<u64>,
     /// Used bytes.
-    #[serde(default, deserialize_with = "de::opt_u64")]
-    pub used: Option<u64>,
+    #[serde(default)]
+    pub used: Lenient<u64>,
     /// Free bytes.
-    #[serde(default, deserialize_with = "de::opt_u64")]
-    pub free: Option<u64>,
+    #[serde(default)]
+    pub free: Lenient<u64>,
     /// Available bytes (memory only, newer versions).
-    #[serde(default, deserialize_with = "de::opt_u64")]
-    pub available: Option<u64>,
+    #[serde(default)]
+    pub available: Lenient<u64>,
 }
 
 /// Root file system usage in bytes.
@@ -96,17 +119,17 @@ pub struct MemoryUsage {
 #[non_exhaustive]
 pub struct FsUsage {
     /// Total bytes.
-    #[serde(default, deserialize_with = "de::opt_u64")]
-    pub total: Option<u64>,
+    #[serde(default)]
+    pub total: Lenient<u64>,
     /// Used bytes.
-    #[serde(default, deserialize_with = "de::opt_u64")]
-    pub used: Option<u64>,
+    #[serde(default)]
+    pub used: Lenient<u64>,
     /// Available bytes.
-    #[serde(default, deserialize_with = "de::opt_u64")]
-    pub avail: Option<u64>,
+    #[serde(default)]
+    pub avail: Lenient<u64>,
     /// Free bytes.
-    #[serde(default, deserialize_with = "de::opt_u64")]
-    pub free: Option<u64>,
+    #[serde(default)]
+    pub free: Lenient<u64>,
 }
 
 /// CPU description.
@@ -117,17 +140,17 @@ pub struct CpuInfo {
     #[serde(default)]
     pub model: Option<String>,
     /// Logical CPUs.
-    #[serde(default, deserialize_with = "de::opt_u32")]
-    pub cpus: Option<u32>,
+    #[serde(default)]
+    pub cpus: Lenient<u32>,
     /// Sockets.
-    #[serde(default, deserialize_with = "de::opt_u32")]
-    pub sockets: Option<u32>,
+    #[serde(default)]
+    pub sockets: Lenient<u32>,
     /// Cores per socket.
-    #[serde(default, deserialize_with = "de::opt_u32")]
-    pub cores: Option<u32>,
-    /// Clock in MHz (Proxmox sends a string).
-    #[serde(default, deserialize_with = "de::opt_f64")]
-    pub mhz: Option<f64>,
+    #[serde(default)]
+    pub cores: Lenient<u32>,
+    /// Clock in MHz (Proxmox sends a string; not in the schema).
+    #[serde(default)]
+    pub mhz: Lenient<f64>,
 }
 
 /// `GET /nodes/{node}/status`.
@@ -135,14 +158,15 @@ pub struct CpuInfo {
 #[non_exhaustive]
 pub struct NodeStatus {
     /// CPU usage (0..1).
-    #[serde(default, deserialize_with = "de::opt_f64")]
-    pub cpu: Option<f64>,
-    /// 1/5/15 minute load averages (Proxmox sends strings).
-    #[serde(default, deserialize_with = "de::vec_f64")]
-    pub loadavg: Vec<f64>,
-    /// Uptime in seconds.
-    #[serde(default, deserialize_with = "de::opt_u64")]
-    pub uptime: Option<u64>,
+    #[serde(default)]
+    pub cpu: Lenient<f64>,
+    /// 1/5/15 minute load averages. The schema types them as strings, so
+    /// this is `None` (and the raw array kept) unless every item is a number.
+    #[serde(default)]
+    pub loadavg: Lenient<Vec<f64>>,
+    /// Uptime in seconds (not in the schema).
+    #[serde(default)]
+    pub uptime: Lenient<u64>,
     /// Memory usage.
     #[serde(default)]
     pub memory: MemoryUsage,
@@ -182,7 +206,7 @@ pub enum GuestState {
 #[non_exhaustive]
 pub struct LxcSummary {
     /// Container id.
-    #[serde(deserialize_with = "de::u32_lenient")]
+    #[serde(deserialize_with = "de::vmid")]
     pub vmid: u32,
     /// Hostname.
     #[serde(default)]
@@ -199,26 +223,26 @@ pub struct LxcSummary {
     #[serde(default, deserialize_with = "de::bool_lenient")]
     pub template: bool,
     /// CPU usage (0..cpus).
-    #[serde(default, deserialize_with = "de::opt_f64")]
-    pub cpu: Option<f64>,
+    #[serde(default)]
+    pub cpu: Lenient<f64>,
     /// CPU limit.
-    #[serde(default, deserialize_with = "de::opt_f64")]
-    pub cpus: Option<f64>,
+    #[serde(default)]
+    pub cpus: Lenient<f64>,
     /// Used memory in bytes.
-    #[serde(default, deserialize_with = "de::opt_u64")]
-    pub mem: Option<u64>,
+    #[serde(default)]
+    pub mem: Lenient<u64>,
     /// Memory limit in bytes.
-    #[serde(default, deserialize_with = "de::opt_u64")]
-    pub maxmem: Option<u64>,
+    #[serde(default)]
+    pub maxmem: Lenient<u64>,
     /// Used root disk in bytes.
-    #[serde(default, deserialize_with = "de::opt_u64")]
-    pub disk: Option<u64>,
+    #[serde(default)]
+    pub disk: Lenient<u64>,
     /// Root disk size in bytes.
-    #[serde(default, deserialize_with = "de::opt_u64")]
-    pub maxdisk: Option<u64>,
+    #[serde(default)]
+    pub maxdisk: Lenient<u64>,
     /// Uptime in seconds.
-    #[serde(default, deserialize_with = "de::opt_u64")]
-    pub uptime: Option<u64>,
+    #[serde(default)]
+    pub uptime: Lenient<u64>,
 }
 
 /// `GET /nodes/{node}/lxc/{vmid}/config`: the container configuration with
@@ -422,6 +446,7 @@ pub struct SnapshotInfo {
 #[non_exhaustive]
 pub struct StorageSummary {
     /// Storage id.
+    #[serde(deserialize_with = "de::storage_id")]
     pub storage: String,
     /// Storage type (`dir`, `lvmthin`, `zfspool`, `pbs`, ...).
     #[serde(rename = "type")]
@@ -439,17 +464,17 @@ pub struct StorageSummary {
     #[serde(default, deserialize_with = "de::opt_bool")]
     pub shared: Option<bool>,
     /// Total bytes.
-    #[serde(default, deserialize_with = "de::opt_u64")]
-    pub total: Option<u64>,
+    #[serde(default)]
+    pub total: Lenient<u64>,
     /// Used bytes.
-    #[serde(default, deserialize_with = "de::opt_u64")]
-    pub used: Option<u64>,
+    #[serde(default)]
+    pub used: Lenient<u64>,
     /// Available bytes.
-    #[serde(default, deserialize_with = "de::opt_u64")]
-    pub avail: Option<u64>,
+    #[serde(default)]
+    pub avail: Lenient<u64>,
     /// Used fraction (0..1).
-    #[serde(default, deserialize_with = "de::opt_f64")]
-    pub used_fraction: Option<f64>,
+    #[serde(default)]
+    pub used_fraction: Lenient<f64>,
 }
 
 impl StorageSummary {
@@ -648,7 +673,7 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(items[0].vmid, 100);
-        assert_eq!(items[0].maxmem, Some(2 << 30));
+        assert_eq!(items[0].maxmem.get(), Some(2 << 30));
         assert_eq!(items[1].status, GuestState::Unknown);
         assert!(items[1].template);
 
@@ -658,8 +683,8 @@ mod tests {
             "memory": {"total": 1, "used": "1", "free": 0}
         }))
         .unwrap();
-        assert_eq!(st.loadavg, vec![0.12, 0.34, 0.56]);
-        assert_eq!(st.cpuinfo.mhz, Some(3400.0));
-        assert_eq!(st.memory.used, Some(1));
+        assert_eq!(st.loadavg.parsed(), Some(&vec![0.12, 0.34, 0.56]));
+        assert_eq!(st.cpuinfo.mhz.get(), Some(3400.0));
+        assert_eq!(st.memory.used.get(), Some(1));
     }
 }

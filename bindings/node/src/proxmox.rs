@@ -414,12 +414,12 @@ fn lxc_summary(s: rmm_proxmox::LxcSummary) -> LxcSummary {
         lock: s.lock,
         tags: s.tags,
         template: s.template,
-        cpu: s.cpu,
-        mem: s.mem.map(|v| v as f64),
-        maxmem: s.maxmem.map(|v| v as f64),
-        disk: s.disk.map(|v| v as f64),
-        maxdisk: s.maxdisk.map(|v| v as f64),
-        uptime: s.uptime.map(|v| v as f64),
+        cpu: s.cpu.get(),
+        mem: num(s.mem.get()),
+        maxmem: num(s.maxmem.get()),
+        disk: num(s.disk.get()),
+        maxdisk: num(s.maxdisk.get()),
+        uptime: num(s.uptime.get()),
     }
 }
 
@@ -632,11 +632,11 @@ impl ProxmoxClient {
                 .map(|n| NodeSummary {
                     node: n.node,
                     status: word(&n.status),
-                    cpu: n.cpu,
-                    maxcpu: n.maxcpu,
-                    mem: num(n.mem),
-                    maxmem: num(n.maxmem),
-                    uptime: num(n.uptime),
+                    cpu: n.cpu.get(),
+                    maxcpu: n.maxcpu.get(),
+                    mem: num(n.mem.get()),
+                    maxmem: num(n.maxmem.get()),
+                    uptime: num(n.uptime.get()),
                     ssl_fingerprint: n.ssl_fingerprint,
                 })
                 .collect())
@@ -654,17 +654,17 @@ impl ProxmoxClient {
         promise(env, async move {
             let s = c.node_status(&node?).await?;
             Ok(NodeStatus {
-                cpu: s.cpu,
-                loadavg: s.loadavg,
-                uptime: num(s.uptime),
-                memory_total: num(s.memory.total),
-                memory_used: num(s.memory.used),
-                swap_total: num(s.swap.total),
-                swap_used: num(s.swap.used),
-                rootfs_total: num(s.rootfs.total),
-                rootfs_used: num(s.rootfs.used),
+                cpu: s.cpu.get(),
+                loadavg: s.loadavg.into_parsed().unwrap_or_default(),
+                uptime: num(s.uptime.get()),
+                memory_total: num(s.memory.total.get()),
+                memory_used: num(s.memory.used.get()),
+                swap_total: num(s.swap.total.get()),
+                swap_used: num(s.swap.used.get()),
+                rootfs_total: num(s.rootfs.total.get()),
+                rootfs_used: num(s.rootfs.used.get()),
                 cpu_model: s.cpuinfo.model,
-                cpus: s.cpuinfo.cpus,
+                cpus: s.cpuinfo.cpus.get(),
                 pveversion: s.pveversion,
                 kversion: s.kversion,
             })
@@ -758,9 +758,9 @@ impl ProxmoxClient {
                     active: s.active,
                     enabled: s.enabled,
                     shared: s.shared,
-                    total: num(s.total),
-                    used: num(s.used),
-                    avail: num(s.avail),
+                    total: num(s.total.get()),
+                    used: num(s.used.get()),
+                    avail: num(s.avail.get()),
                 })
                 .collect())
         })

@@ -148,7 +148,8 @@ pub struct NodeSummary {
 pub struct NodeStatus {
     /// CPU usage (0..1).
     pub cpu: Option<f64>,
-    /// 1, 5 and 15 minute load averages.
+    /// 1, 5 and 15 minute load averages (empty when absent or not all
+    /// numbers).
     pub loadavg: Vec<f64>,
     /// Uptime in seconds.
     pub uptime: Option<u64>,
@@ -329,12 +330,12 @@ fn lxc_summary(s: rmm_proxmox::LxcSummary) -> LxcSummary {
         lock: s.lock,
         tags: s.tags,
         template: s.template,
-        cpu: s.cpu,
-        mem: s.mem,
-        maxmem: s.maxmem,
-        disk: s.disk,
-        maxdisk: s.maxdisk,
-        uptime: s.uptime,
+        cpu: s.cpu.get(),
+        mem: s.mem.get(),
+        maxmem: s.maxmem.get(),
+        disk: s.disk.get(),
+        maxdisk: s.maxdisk.get(),
+        uptime: s.uptime.get(),
     }
 }
 
@@ -642,11 +643,11 @@ operations! {
         Ok(px.c.nodes().await?.into_iter().map(|n| NodeSummary {
             node: n.node,
             status: word(&n.status),
-            cpu: n.cpu,
-            maxcpu: n.maxcpu,
-            mem: n.mem,
-            maxmem: n.maxmem,
-            uptime: n.uptime,
+            cpu: n.cpu.get(),
+            maxcpu: n.maxcpu.get(),
+            mem: n.mem.get(),
+            maxmem: n.maxmem.get(),
+            uptime: n.uptime.get(),
             ssl_fingerprint: n.ssl_fingerprint,
         }).collect())
     }
@@ -656,17 +657,17 @@ operations! {
     fn node_status(node: Option<String>) -> NodeStatus |px| {
         let s = px.c.node_status(&px.node(node)?).await?;
         Ok(NodeStatus {
-            cpu: s.cpu,
-            loadavg: s.loadavg,
-            uptime: s.uptime,
-            memory_total: s.memory.total,
-            memory_used: s.memory.used,
-            swap_total: s.swap.total,
-            swap_used: s.swap.used,
-            rootfs_total: s.rootfs.total,
-            rootfs_used: s.rootfs.used,
+            cpu: s.cpu.get(),
+            loadavg: s.loadavg.into_parsed().unwrap_or_default(),
+            uptime: s.uptime.get(),
+            memory_total: s.memory.total.get(),
+            memory_used: s.memory.used.get(),
+            swap_total: s.swap.total.get(),
+            swap_used: s.swap.used.get(),
+            rootfs_total: s.rootfs.total.get(),
+            rootfs_used: s.rootfs.used.get(),
             cpu_model: s.cpuinfo.model,
-            cpus: s.cpuinfo.cpus,
+            cpus: s.cpuinfo.cpus.get(),
             pveversion: s.pveversion,
             kversion: s.kversion,
         })
@@ -711,9 +712,9 @@ operations! {
             active: s.active,
             enabled: s.enabled,
             shared: s.shared,
-            total: s.total,
-            used: s.used,
-            avail: s.avail,
+            total: s.total.get(),
+            used: s.used.get(),
+            avail: s.avail.get(),
         }).collect())
     }
 

@@ -286,7 +286,8 @@ impl MockPveBuilder {
         self
     }
 
-    /// Load the schema from this file instead of the default location.
+    /// Load the schema from this JSON file instead of the embedded copy (or
+    /// `RMM_PVE_SCHEMA`).
     pub fn schema_path(mut self, path: impl Into<std::path::PathBuf>) -> Self {
         self.schema = Some(path.into());
         self

@@ -1,6 +1,11 @@
 //! Validation of API requests against the real Proxmox VE API schema
 //! (`pve-api-schema.json`, the data behind the official API viewer).
 //!
+//! The schema is vendored gzipped in `rmm-proxmox/schema/` (provenance and
+//! licence in the README there) and compiled into the crate, so the mock
+//! reads no file at run time; `RMM_PVE_SCHEMA` may name a plain JSON file to
+//! use instead (e.g. a newer Proxmox release).
+//!
 //! Checked for every request: the path and method exist; only known
 //! parameters are sent (indexed ones such as `net0` match `net[n]`);
 //! required parameters are present; `requires` dependencies hold; values
@@ -16,6 +21,7 @@
 //! backreferences); [`Schema::skipped_patterns`] lists the latter.
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -27,7 +33,7 @@ use serde_json::Value;
 pub enum SchemaError {
     /// The file is missing or unreadable.
     #[error(
-        "cannot read the proxmox api schema at {}: {source}; it is mandatory for the tests (clone the shared/ directory beside the repository or set RMM_PVE_SCHEMA)",
+        "cannot read the proxmox api schema at {}: {source} (unset RMM_PVE_SCHEMA to use the embedded copy)",
         path.display()
     )]
     Read {
@@ -45,7 +51,18 @@ pub enum SchemaError {
         /// What is wrong.
         reason: String,
     },
+    /// The copy compiled into the crate does not decode (a broken build).
+    #[error(
+        "the embedded proxmox api schema is corrupt: {reason}; restore rmm-proxmox/schema/pve-api-schema.json.gz and rebuild"
+    )]
+    Embedded {
+        /// What is wrong.
+        reason: String,
+    },
 }
+
+/// The vendored schema, gzipped (see `rmm-proxmox/schema/README.md`).
+const EMBEDDED_GZ: &[u8] = include_bytes!("../../schema/pve-api-schema.json.gz");
 
 /// One method of one path.
 #[derive(Debug, Clone)]
@@ -129,45 +146,58 @@ fn num(v: &Value) -> Option<f64> {
 }
 
 impl Schema {
-    /// Where the schema is looked for: `$RMM_PVE_SCHEMA`, else
-    /// `shared/proxmox/pve-api-schema.json` beside the repository.
-    pub fn default_path() -> PathBuf {
-        match std::env::var_os("RMM_PVE_SCHEMA") {
-            Some(p) => PathBuf::from(p),
-            None => Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../shared/proxmox/pve-api-schema.json"),
-        }
+    /// `$RMM_PVE_SCHEMA`, when set: a plain JSON schema file that replaces
+    /// the embedded copy.
+    pub fn override_path() -> Option<PathBuf> {
+        std::env::var_os("RMM_PVE_SCHEMA").map(PathBuf::from)
     }
 
-    /// Loads the schema from the default path once per process.
+    /// Loads [`Schema::override_path`] if set, else the embedded schema;
+    /// once per process.
     pub fn load_default() -> Result<Arc<Schema>, SchemaError> {
         static CACHE: OnceLock<Arc<Schema>> = OnceLock::new();
         if let Some(s) = CACHE.get() {
             return Ok(s.clone());
         }
-        let schema = Arc::new(Schema::load(&Schema::default_path())?);
-        Ok(CACHE.get_or_init(|| schema).clone())
+        let schema = match Schema::override_path() {
+            Some(path) => Schema::load(&path)?,
+            None => Schema::embedded()?,
+        };
+        Ok(CACHE.get_or_init(|| Arc::new(schema)).clone())
     }
 
-    /// Loads a schema file.
+    /// Decodes the schema compiled into the crate (pve-docs 9.1.3).
+    pub fn embedded() -> Result<Schema, SchemaError> {
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(EMBEDDED_GZ)
+            .read_to_string(&mut text)
+            .map_err(|e| SchemaError::Embedded {
+                reason: e.to_string(),
+            })?;
+        Schema::parse(&text).map_err(|reason| SchemaError::Embedded { reason })
+    }
+
+    /// Loads a schema file (plain JSON).
     pub fn load(path: &Path) -> Result<Schema, SchemaError> {
         let text = std::fs::read_to_string(path).map_err(|source| SchemaError::Read {
             path: path.to_owned(),
             source,
         })?;
-        let invalid = |reason: String| SchemaError::Invalid {
+        Schema::parse(&text).map_err(|reason| SchemaError::Invalid {
             path: path.to_owned(),
             reason,
-        };
-        let root: Value = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
-        let nodes = root
-            .as_array()
-            .ok_or_else(|| invalid("expected a top-level array".into()))?;
+        })
+    }
+
+    /// Builds the path index from the schema's JSON text.
+    fn parse(text: &str) -> Result<Schema, String> {
+        let root: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let nodes = root.as_array().ok_or("expected a top-level array")?;
         let mut paths = BTreeMap::new();
         let mut stack: Vec<&Value> = nodes.iter().collect();
         while let Some(node) = stack.pop() {
             let Some(p) = node.get("path").and_then(Value::as_str) else {
-                return Err(invalid("a node has no path".into()));
+                return Err("a node has no path".into());
             };
             let mut methods = BTreeMap::new();
             if let Some(info) = node.get("info").and_then(Value::as_object) {
@@ -189,7 +219,7 @@ impl Schema {
             }
         }
         if paths.is_empty() {
-            return Err(invalid("no paths".into()));
+            return Err("no paths".into());
         }
         Ok(Schema {
             paths,
@@ -711,6 +741,16 @@ mod tests {
         assert!(check_named_format("pve-ipv4-config", "10.0.0.2").is_err());
         assert!(check_named_format("mac-addr", "BC:24:11:00:00:01").is_ok());
         assert!(check_named_format("some-future-format", "anything").is_ok());
+    }
+
+    #[test]
+    fn embedded_schema_decodes() {
+        let schema = Schema::embedded().unwrap_or_else(|e| panic!("{e}"));
+        assert!(schema.path_count() > 400, "{}", schema.path_count());
+        let m = schema
+            .find("GET", "/nodes/{node}/status")
+            .expect("node status");
+        assert!(m.allowtoken);
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod common;
 mod coverage;
 mod errors;
 mod fence;
+mod leniency;
 mod mutations;
 mod privileged;
 mod reads;

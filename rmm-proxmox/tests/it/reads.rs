@@ -14,14 +14,15 @@ async fn version_nodes_and_status() {
     let nodes = c.nodes().await.unwrap();
     assert_eq!(nodes.len(), 2);
     assert_eq!(nodes[0].status, NodeState::Online);
-    assert_eq!(nodes[0].maxcpu, Some(16));
+    assert_eq!(nodes[0].maxcpu.get(), Some(16));
     assert_eq!(nodes[1].status, NodeState::Offline);
-    assert_eq!(nodes[1].mem, None);
+    assert_eq!(nodes[1].mem.get(), None);
+    assert!(nodes[1].mem.raw().is_null());
 
     let s = c.node_status("pve1").await.unwrap();
-    assert_eq!(s.loadavg, vec![0.12, 0.30, 0.25]);
-    assert_eq!(s.cpuinfo.mhz, Some(3000.0));
-    assert_eq!(s.memory.total, Some(68_719_476_736));
+    assert_eq!(s.loadavg.parsed(), Some(&vec![0.12, 0.30, 0.25]));
+    assert_eq!(s.cpuinfo.mhz.get(), Some(3000.0));
+    assert_eq!(s.memory.total.get(), Some(68_719_476_736));
 }
 
 #[tokio::test]
@@ -81,7 +82,7 @@ async fn storage_and_smart() {
     assert_eq!(st.len(), 3);
     assert_eq!(st[0].content_types(), vec!["iso", "vztmpl", "backup"]);
     // numbers sent as strings
-    assert_eq!(st[1].total, Some(500_000_000_000));
+    assert_eq!(st[1].total.get(), Some(500_000_000_000));
     assert_eq!(st[1].kind, "lvmthin");
     assert_eq!(st[2].active, Some(false));
 
