@@ -1216,14 +1216,16 @@ pub async fn enrollment_file(
             .await?
             .ok_or_else(gone)?;
         let builds = state.linux_builds(&e.channel).await;
-        let script = enroll::bootstrap_script(
-            &state.public_url,
-            &e.server_url,
+        let script = enroll::bootstrap_script(&enroll::Bootstrap {
+            public_url: &state.public_url,
+            server_url: &e.server_url,
             token,
-            &e.agent_name,
-            &builds,
-            state.config.server_cert_sha256.as_deref(),
-        );
+            agent_name: &e.agent_name,
+            builds: &builds,
+            server_cert_sha256: state.enrollment_pin().as_deref(),
+            curl_pin_args: &state.curl_pin_args(),
+            insecure_http: AppState::needs_insecure_http(&e.server_url),
+        });
         return Ok((
             [
                 (header::CONTENT_TYPE, "text/x-shellscript; charset=utf-8"),
@@ -1244,7 +1246,7 @@ pub async fn enrollment_file(
         server_url: e.server_url.clone(),
         agent_id: e.agent_id,
         agent_secret: secret,
-        server_cert_sha256: state.config.server_cert_sha256.clone(),
+        server_cert_sha256: state.enrollment_pin(),
         agent_name: e.agent_name.clone(),
         channel: e.channel.clone(),
     };

@@ -25,8 +25,16 @@ pub struct Config {
     /// Directory of agent builds served under `/api/v1/downloads/`.
     pub downloads_dir: Option<PathBuf>,
     /// SHA-256 of the server's TLS certificate, written into enrollment
-    /// payloads for the agent to pin (lowercase hex).
+    /// payloads for the agent to pin (lowercase hex), or `auto`: the
+    /// certificate this server serves. A self-signed certificate
+    /// ([`crate::tls::TlsSource::SelfSigned`]) is always pinned.
     pub server_cert_sha256: Option<String>,
+    /// Serve HTTPS/WSS with this certificate (`None`: plain HTTP).
+    pub tls: Option<crate::tls::TlsSource>,
+    /// Allow plain HTTP on a public URL that is not loopback (tokens and
+    /// secrets then cross the network in clear text); install scripts
+    /// then pass `--insecure-http` to the agent.
+    pub insecure_http: bool,
     /// Largest request body (default 8 MiB).
     pub body_limit: usize,
     /// Command output kept per stream (default 16 MiB).
@@ -88,6 +96,8 @@ impl Default for Config {
             admin: None,
             downloads_dir: None,
             server_cert_sha256: None,
+            tls: None,
+            insecure_http: false,
             body_limit: 8 * 1024 * 1024,
             max_output_bytes: 16 * 1024 * 1024,
             heartbeat_interval: Duration::from_secs(30),

@@ -34,6 +34,7 @@ pub mod hub;
 pub mod metrics;
 pub mod releases;
 pub mod store;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -88,6 +89,29 @@ pub struct App {
     pub agent_list: api::AgentListCache,
     /// The verified release catalog (shared with the hub).
     pub releases: Arc<releases::ReleaseCatalog>,
+    /// The served certificate, when serving HTTPS.
+    pub tls: Option<Arc<tls::TlsState>>,
+}
+
+/// The host of an `http(s)://host[:port][/...]` URL (brackets of an IPv6
+/// literal removed).
+pub fn url_host(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next()?,
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+}
+
+/// Whether `host` is a loopback name or address.
+pub fn is_loopback_host(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 impl std::fmt::Debug for App {
@@ -111,6 +135,38 @@ impl Deref for AppState {
 }
 
 impl AppState {
+    /// The certificate pin written into enrollment bundles: the served
+    /// certificate when it is self-signed or `--server-cert-sha256 auto`,
+    /// else the configured pin, else none.
+    pub fn enrollment_pin(&self) -> Option<String> {
+        let auto = self.config.server_cert_sha256.as_deref() == Some("auto");
+        match &self.tls {
+            Some(t) if t.is_self_signed() || auto => Some(t.served_sha256()),
+            _ => self.config.server_cert_sha256.clone(),
+        }
+    }
+
+    /// The `curl` options that pin the served public key when enrollment
+    /// pins a certificate curl cannot verify by itself (self-signed or
+    /// `auto`): `-k --pinnedpubkey sha256//...` (curl still refuses any
+    /// other key). Empty otherwise.
+    pub fn curl_pin_args(&self) -> String {
+        let auto = self.config.server_cert_sha256.as_deref() == Some("auto");
+        match &self.tls {
+            Some(t) if t.is_self_signed() || auto => match t.spki_sha256_b64() {
+                Some(b64) => format!("-k --pinnedpubkey 'sha256//{b64}' "),
+                None => String::new(),
+            },
+            _ => String::new(),
+        }
+    }
+
+    /// Whether install scripts and agents must be told `--insecure-http`
+    /// for `url` (plain HTTP to a host that is not loopback).
+    pub fn needs_insecure_http(url: &str) -> bool {
+        url.starts_with("http://") && !url_host(url).is_some_and(|h| is_loopback_host(&h))
+    }
+
     /// The verified release index of the downloads directory (empty
     /// without one).
     pub async fn release_index(&self) -> Arc<rmm_core::channel::ReleaseIndex> {
@@ -159,6 +215,13 @@ pub async fn create_bundle(
             "server_url must be an absolute http:// or https:// URL",
         ));
     }
+    if AppState::needs_insecure_http(&server_url) && !state.config.insecure_http {
+        return Err(ApiError::unprocessable(
+            "insecure_server_url",
+            "server_url is plain http:// to a host that is not loopback: the agent's secret would \
+             cross the network in clear text; use https:// (or start the server with --insecure-http)",
+        ));
+    }
     let token = random_token(enroll::TOKEN_BYTES);
     let now = now_ms();
     let ttl = i64::try_from(state.config.enroll_ttl.as_millis()).unwrap_or(300_000);
@@ -198,7 +261,8 @@ pub async fn create_bundle(
     .await;
     Ok(api::EnrollResponse {
         command: format!(
-            "curl -fsSL {}/api/v1/enroll-bundle/{token}.sh | sudo bash",
+            "curl -fsSL {}{}/api/v1/enroll-bundle/{token}.sh | sudo bash",
+            state.curl_pin_args(),
             state.public_url
         ),
         token,
@@ -251,13 +315,21 @@ pub async fn open_state(
     shutdown: watch::Receiver<bool>,
 ) -> Result<AppState, ServerError> {
     if let Some(pin) = &config.server_cert_sha256
+        && pin != "auto"
         && (pin.len() != 64
             || !pin
                 .bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
     {
         return Err(ServerError::Config(
-            "the server certificate pin must be 64 lowercase hex characters (sha256)".into(),
+            "the server certificate pin must be 64 lowercase hex characters (sha256) or auto"
+                .into(),
+        ));
+    }
+    if config.server_cert_sha256.as_deref() == Some("auto") && config.tls.is_none() {
+        return Err(ServerError::Config(
+            "--server-cert-sha256 auto needs TLS (--tls-cert/--tls-key or --tls-self-signed)"
+                .into(),
         ));
     }
     if config.body_limit < 1024 {
@@ -274,6 +346,15 @@ pub async fn open_state(
             e,
         )
     })?;
+    let tls = match &config.tls {
+        Some(source) => {
+            let host = url_host(&public_url).unwrap_or_else(|| "localhost".into());
+            let state = tls::TlsState::open(source, &config.data_dir, &host)
+                .map_err(|e| ServerError::Config(format!("TLS: {e}")))?;
+            Some(Arc::new(state))
+        }
+        None => None,
+    };
     let store = store::open(&config.effective_database_url()).await?;
     let secret = jwt_secret(&config)?;
     let config = Arc::new(config);
@@ -304,6 +385,7 @@ pub async fn open_state(
         hash_permits: Semaphore::new(4),
         agent_list: api::AgentListCache::default(),
         releases,
+        tls,
         config,
     }));
     if let Some((email, password)) = state.config.admin.clone() {
@@ -378,10 +460,26 @@ impl Server {
                  configs will name {addr}; set RMM_PUBLIC_URL to the address agents should use"
             );
         }
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let public_url = config
             .public_url
             .clone()
-            .unwrap_or_else(|| format!("http://{addr}"));
+            .unwrap_or_else(|| format!("{scheme}://{addr}"));
+        if AppState::needs_insecure_http(&public_url) {
+            if !config.insecure_http {
+                return Err(ServerError::Config(format!(
+                    "refusing plain HTTP on {public_url}: tokens, passwords and agent secrets \
+                     would cross the network in clear text. Serve HTTPS (--tls-self-signed, or \
+                     --tls-cert/--tls-key), listen on loopback behind a TLS proxy, or pass \
+                     --insecure-http if you really mean it"
+                )));
+            }
+            tracing::warn!(%public_url, "serving plain HTTP to the network (--insecure-http): credentials cross it in clear text");
+        }
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let state = open_state(config, public_url, shutdown_rx).await?;
         Ok(Server {
@@ -416,6 +514,11 @@ impl Server {
             shutdown_tx,
         } = self;
         let background = tokio::spawn(state.hub.clone().run_background());
+        let acceptor = state
+            .tls
+            .as_ref()
+            .map(|t| tokio_rustls::TlsAcceptor::from(t.server_config()));
+        let reloader = state.tls.clone().map(|t| tokio::spawn(reload_on_sighup(t)));
         let app = api::router(state.clone());
         let mut http = hyper::server::conn::http1::Builder::new();
         // Limits on what a client may do before its request reaches a
@@ -451,23 +554,22 @@ impl Server {
                 },
             );
             let http = http.clone();
-            let mut stop = shutdown_tx.subscribe();
+            let stop = shutdown_tx.subscribe();
+            let acceptor = acceptor.clone();
+            let handshake_timeout = state.config.header_read_timeout;
             conns.spawn(async move {
-                let conn = http
-                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
-                    .with_upgrades();
-                let mut conn = std::pin::pin!(conn);
-                tokio::select! {
-                    res = conn.as_mut() => {
-                        if let Err(e) = res {
-                            tracing::debug!(error = %e, %peer, "connection ended with an error");
+                match acceptor {
+                    None => serve_connection(http, tcp, svc, stop, peer).await,
+                    Some(acceptor) => {
+                        match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                            Ok(Ok(tls)) => serve_connection(http, tls, svc, stop, peer).await,
+                            Ok(Err(e)) => {
+                                tracing::debug!(error = %e, %peer, "TLS handshake failed")
+                            }
+                            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                         }
-                        return;
                     }
-                    _ = stop.wait_for(|s| *s) => {}
                 }
-                conn.as_mut().graceful_shutdown();
-                let _ = conn.await;
             });
         }
         drop(listener);
@@ -482,8 +584,68 @@ impl Server {
         }
         state.hub.wait_closed(Duration::from_secs(5)).await;
         let _ = background.await;
+        if let Some(r) = reloader {
+            r.abort();
+        }
         Ok(())
     }
+}
+
+/// Serves one accepted connection (plain or TLS) until it ends or the
+/// server stops (then gracefully).
+async fn serve_connection<I, S>(
+    http: hyper::server::conn::http1::Builder,
+    io: I,
+    svc: S,
+    mut stop: watch::Receiver<bool>,
+    peer: SocketAddr,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming> + Send,
+    S::Future: Send + 'static,
+    S::ResBody: Send + 'static,
+    <S::ResBody as hyper::body::Body>::Data: Send,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = http
+        .serve_connection(hyper_util::rt::TokioIo::new(io), svc)
+        .with_upgrades();
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        res = conn.as_mut() => {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            }
+            return;
+        }
+        _ = stop.wait_for(|s| *s) => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    let _ = conn.await;
+}
+
+/// Reloads the TLS certificate files on every SIGHUP (renewals); a failed
+/// reload keeps the old certificate and says why.
+async fn reload_on_sighup(tls: Arc<tls::TlsState>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; TLS reload needs a restart");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match tls.reload() {
+                Ok(sha) => tracing::info!(sha256 = %sha, "reloaded the TLS certificate"),
+                Err(e) => {
+                    tracing::error!(error = %e, "TLS reload failed; still serving the previous certificate")
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    drop(tls);
 }
 
 /// A server running in a background task (for tests and embedding).
@@ -508,7 +670,12 @@ impl ServerHandle {
 
     /// `http://<addr>`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.state.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Shuts down gracefully and waits.

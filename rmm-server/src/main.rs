@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use rmm_server::store::{Role, User};
+use rmm_server::tls::TlsSource;
 use rmm_server::{Config, Server};
 
 #[derive(Parser)]
@@ -91,6 +92,25 @@ enum Cmd {
         /// The header trusted proxies put the client address in.
         #[arg(long, env = "RMM_CLIENT_IP_HEADER", default_value = "x-forwarded-for")]
         client_ip_header: String,
+        /// Serve HTTPS/WSS with this PEM certificate chain (reloaded on SIGHUP).
+        #[arg(
+            long,
+            env = "RMM_TLS_CERT",
+            requires = "tls_key",
+            conflicts_with = "tls_self_signed"
+        )]
+        tls_cert: Option<PathBuf>,
+        /// The PEM private key of --tls-cert.
+        #[arg(long, env = "RMM_TLS_KEY", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Serve HTTPS/WSS with a self-signed certificate generated once in
+        /// the data dir for the public URL's host; enrollment pins it.
+        #[arg(long, env = "RMM_TLS_SELF_SIGNED")]
+        tls_self_signed: bool,
+        /// Allow plain HTTP on a public URL that is not loopback (credentials
+        /// then cross the network in clear text).
+        #[arg(long, env = "RMM_INSECURE_HTTP")]
+        insecure_http: bool,
         /// Days audit records are kept (0: forever).
         #[arg(long, env = "RMM_AUDIT_RETENTION_DAYS", default_value_t = 365)]
         audit_retention_days: u64,
@@ -192,6 +212,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             trusted_proxies,
             client_ip_header,
             audit_retention_days,
+            tls_cert,
+            tls_key,
+            tls_self_signed,
+            insecure_http,
         } => {
             let admin = match (admin_email, admin_password) {
                 (Some(e), Some(p)) => Some((e, p)),
@@ -217,13 +241,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 enroll_ttl: Duration::from_secs(enroll_ttl_secs.max(1)),
                 trusted_proxies,
                 client_ip_header: client_ip_header.to_ascii_lowercase(),
+                tls: match (tls_cert, tls_key, tls_self_signed) {
+                    (Some(cert), Some(key), _) => Some(TlsSource::Files { cert, key }),
+                    (_, _, true) => Some(TlsSource::SelfSigned),
+                    _ => None,
+                },
+                insecure_http,
                 audit_retention: (audit_retention_days > 0)
                     .then(|| Duration::from_secs(audit_retention_days.saturating_mul(86_400))),
                 ..store_config(&store)
             };
             let server = Server::bind(config).await?;
             // Machine-readable: tests and scripts wait for this line.
-            println!("rmm-server listening on http://{}", server.local_addr());
+            let scheme = if server.state().tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            println!("rmm-server listening on {scheme}://{}", server.local_addr());
+            if let Some(tls) = &server.state().tls {
+                println!("rmm-server certificate sha256 {}", tls.served_sha256());
+            }
             server.run(shutdown_signal()).await?;
             eprintln!("rmm-server stopped");
             Ok(())

@@ -448,3 +448,35 @@ impl Drop for PgSchema {
         .join();
     }
 }
+
+/// Spawns a prepared `rmm-server` command with stdout piped and returns
+/// the child with its first `lines` stdout lines (the address line, then
+/// the certificate line with TLS); the rest of stdout is drained.
+pub fn spawn_server(
+    mut cmd: std::process::Command,
+    lines: usize,
+) -> (std::process::Child, Vec<String>) {
+    use std::io::BufRead;
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn rmm-server");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut it = std::io::BufReader::new(stdout).lines();
+        for _ in 0..lines {
+            if let Some(Ok(line)) = it.next() {
+                let _ = tx.send(line);
+            }
+        }
+        for _ in it {}
+    });
+    let got = (0..lines)
+        .map(|_| {
+            rx.recv_timeout(Duration::from_secs(30))
+                .expect("the server did not print its start lines")
+        })
+        .collect();
+    (child, got)
+}

@@ -3,7 +3,6 @@
 //! agent connects, and its result survives the next restart. Also: the
 //! JWT key persists, and SIGTERM closes agent sockets cleanly.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -11,7 +10,7 @@ use std::time::Duration;
 use rmm_core::protocol::{CommandOutcome, CommandOutput, CommandResult, Message, OutputStream};
 use serde_json::{Value, json};
 
-use crate::common::{ADMIN, FakeAgent, PgSchema, assert_error, decode, enroll_via};
+use crate::common::{ADMIN, FakeAgent, PgSchema, assert_error, decode, enroll_via, spawn_server};
 
 struct Proc {
     child: Child,
@@ -49,27 +48,14 @@ impl Proc {
             .env_remove("RMM_JWT_SECRET")
             .env_remove("RMM_DATABASE_URL")
             .env("RMM_LOG", "warn")
-            .stdout(Stdio::piped())
             .stderr(stderr);
         if let Some(url) = database_url {
             cmd.arg("--database-url").arg(url);
         }
-        let mut child = cmd.spawn().expect("spawn rmm-server");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
-                let _ = tx.send(line);
-            }
-            for _ in lines {}
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("server did not print its address");
-        let addr = line
+        let (child, lines) = spawn_server(cmd, 1);
+        let addr = lines[0]
             .strip_prefix("rmm-server listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .unwrap_or_else(|| panic!("unexpected first line {:?}", lines[0]))
             .parse()
             .unwrap();
         Proc { child, addr }
@@ -386,7 +372,7 @@ async fn the_data_dir_is_private_whatever_the_umask() {
     };
     // a new data dir under the loosest umask
     let srv = Proc::start_with(&dir, None, Some("000"), Stdio::null());
-    let http = reqwest::Client::new();
+    let http = crate::common::http_client();
     login(&http, &srv.url()).await;
     private(&dir);
     srv.crash();

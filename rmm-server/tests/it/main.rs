@@ -9,3 +9,4 @@ mod durability;
 mod enroll;
 mod hub;
 mod store;
+mod tls;
