@@ -189,6 +189,7 @@ pub fn parse_bundle(bytes: &[u8]) -> Result<Bundle, EnrollError> {
         server_cert_sha256: c.server_cert_sha256.map(|p| p.to_ascii_lowercase()),
         agent_name: c.agent_name,
         channel: c.channel,
+        insecure_http: false,
     };
     identity
         .validate()

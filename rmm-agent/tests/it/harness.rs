@@ -240,6 +240,7 @@ pub fn write_identity(state: &Path, server_url: &str) -> Identity {
         server_cert_sha256: None,
         agent_name: "test-agent".into(),
         channel: "stable".into(),
+        insecure_http: false,
     };
     StateDir::open(state).unwrap().store_identity(&id).unwrap();
     id
