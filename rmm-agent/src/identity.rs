@@ -324,6 +324,13 @@ impl std::fmt::Display for Transport {
     }
 }
 
+/// Logs a warning when `transport` is [`Transport::InsecureHttp`].
+pub(crate) fn warn_if_insecure(transport: Transport, server_url: &str) {
+    if transport == Transport::InsecureHttp {
+        tracing::warn!(server = %server_url, "insecure http: {transport}");
+    }
+}
+
 /// Whether `host` (a URL's host: an IP literal, `[IPv6]` or a name) is
 /// loopback: 127.0.0.0/8, `::1` (also IPv4-mapped) or the name
 /// `localhost` (any case, one trailing dot allowed). Names that only
@@ -366,7 +373,7 @@ pub fn check_transport(url: &str, insecure_http: bool) -> Result<Transport, Stri
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
