@@ -186,6 +186,7 @@ async fn agent_only(
         server_cert_sha256: None,
         agent_name: "bench".into(),
         channel: "stable".into(),
+        insecure_http: false,
     };
     rmm_agent::identity::StateDir::open(&state)?.store_identity(&id)?;
     let mut agent = Command::new(agent_bin)

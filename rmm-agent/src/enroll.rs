@@ -10,6 +10,12 @@
 //! archive (1 MiB), each entry (256 KiB) and the number of entries (16).
 //! Only regular files named `config.json` and `rmm-agent.service` are
 //! used; links, devices and other names are refused or ignored.
+//!
+//! Plain `http://` to a non-loopback host is refused before anything is
+//! sent unless `insecure_http` allows it ([`check_transport`]); the URL the
+//! payload names is held to the same rule before the identity is stored,
+//! and `insecure_http` is recorded in the identity only when that URL
+//! needed it.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -18,7 +24,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::identity::{Identity, IdentityError, StateDir, is_url_safe};
+use crate::identity::{
+    Identity, IdentityError, StateDir, Transport, check_transport, is_url_safe, warn_if_insecure,
+};
 
 /// Largest payload download.
 pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
@@ -36,6 +44,10 @@ pub enum EnrollError {
     /// The state directory or identity cannot be written.
     #[error(transparent)]
     State(#[from] IdentityError),
+    /// Plain http to a non-loopback host without `--insecure-http`, in
+    /// `--server` or in the URL the payload names.
+    #[error("{0}")]
+    InsecureHttp(String),
     /// The server could not be reached.
     #[error("cannot fetch the enrollment payload: {0}")]
     Fetch(#[from] crate::http::HttpError),
@@ -110,6 +122,8 @@ pub struct EnrollOptions {
     pub install_unit: Option<PathBuf>,
     /// Download timeout.
     pub timeout: Duration,
+    /// Allows plain `http://` to a non-loopback server (`--insecure-http`).
+    pub insecure_http: bool,
 }
 
 /// Checks a token: 16..=256 URL-safe characters.
@@ -189,6 +203,7 @@ pub fn parse_bundle(bytes: &[u8]) -> Result<Bundle, EnrollError> {
         server_cert_sha256: c.server_cert_sha256.map(|p| p.to_ascii_lowercase()),
         agent_name: c.agent_name,
         channel: c.channel,
+        insecure_http: false,
     };
     identity
         .validate()
@@ -202,6 +217,9 @@ pub fn parse_bundle(bytes: &[u8]) -> Result<Bundle, EnrollError> {
 pub async fn enroll(opts: &EnrollOptions) -> Result<(Identity, StateDir), EnrollError> {
     validate_token(&opts.token)?;
     crate::identity::validate_server_url(&opts.server).map_err(EnrollError::BadToken)?;
+    let transport =
+        check_transport(&opts.server, opts.insecure_http).map_err(EnrollError::InsecureHttp)?;
+    warn_if_insecure(transport, &opts.server);
     let state = StateDir::open(&opts.state_dir)?;
     if let Some(unit) = &opts.install_unit {
         check_unit_dir(unit)?;
@@ -227,7 +245,14 @@ pub async fn enroll(opts: &EnrollOptions) -> Result<(Identity, StateDir), Enroll
             "server_cert_sha256 in the payload differs from the pin used to download it".into(),
         ));
     }
-    state.store_identity(&bundle.identity)?;
+    let mut identity = bundle.identity;
+    let transport = check_transport(&identity.server_url, opts.insecure_http)
+        .map_err(|e| EnrollError::InsecureHttp(format!("the enrollment payload: {e}")))?;
+    identity.insecure_http = transport == Transport::InsecureHttp;
+    if identity.server_url != opts.server.trim_end_matches('/') {
+        warn_if_insecure(transport, &identity.server_url);
+    }
+    state.store_identity(&identity)?;
     if let (Some(path), Some(unit)) = (&opts.install_unit, &bundle.unit) {
         crate::fsutil::write_atomic(path, unit.as_bytes(), 0o644).map_err(|source| {
             EnrollError::Unit {
@@ -236,7 +261,7 @@ pub async fn enroll(opts: &EnrollOptions) -> Result<(Identity, StateDir), Enroll
             }
         })?;
     }
-    Ok((bundle.identity, state))
+    Ok((identity, state))
 }
 
 fn check_unit_dir(path: &Path) -> Result<(), EnrollError> {

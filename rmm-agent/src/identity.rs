@@ -7,6 +7,11 @@
 //! state directory is missing its identity, or is not writable, stops with
 //! an error naming the directory and the fix, instead of enrolling itself
 //! afresh on every start (which fills servers with ghost agents).
+//!
+//! [`check_transport`] is the one rule for plain `http://`: the enrollment
+//! token and the agent secret may cross the network unencrypted only to a
+//! loopback host, or when the operator said so with `--insecure-http`
+//! (remembered in the identity as `insecure_http`).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -150,6 +155,11 @@ pub struct Identity {
     pub agent_name: String,
     /// Release channel (`stable` or `beta`).
     pub channel: String,
+    /// Plain `http://` to a non-loopback `server_url` was allowed at
+    /// enrollment (`--insecure-http`); see [`check_transport`]. Absent
+    /// (false) in files written before it existed and whenever unneeded.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_http: bool,
 }
 
 impl std::fmt::Debug for Identity {
@@ -161,6 +171,7 @@ impl std::fmt::Debug for Identity {
             .field("server_cert_sha256", &self.server_cert_sha256)
             .field("agent_name", &self.agent_name)
             .field("channel", &self.channel)
+            .field("insecure_http", &self.insecure_http)
             .finish()
     }
 }
@@ -223,6 +234,13 @@ impl Identity {
         Ok(())
     }
 
+    /// [`check_transport`] for `server_url`, plain http to a non-loopback
+    /// host being allowed by the identity's `insecure_http` or by
+    /// `insecure_http` here (the command's `--insecure-http`).
+    pub fn transport(&self, insecure_http: bool) -> Result<Transport, String> {
+        check_transport(&self.server_url, self.insecure_http || insecure_http)
+    }
+
     /// The certificate pin as bytes, when set.
     pub fn pin(&self) -> Option<[u8; 32]> {
         self.server_cert_sha256
@@ -256,6 +274,10 @@ pub fn parse_pin(pin: &str) -> Result<[u8; 32], String> {
 
 /// Accepts `http://host[:port][/base]` and `https://...`.
 pub fn validate_server_url(url: &str) -> Result<(), String> {
+    parse_server_url(url).map(drop)
+}
+
+fn parse_server_url(url: &str) -> Result<hyper::Uri, String> {
     let uri: hyper::Uri = url
         .parse()
         .map_err(|e| format!("server_url {url:?} is not a URL: {e}"))?;
@@ -273,11 +295,85 @@ pub fn validate_server_url(url: &str) -> Result<(), String> {
     if uri.query().is_some() {
         return Err(format!("server_url {url:?} must not have a query"));
     }
-    Ok(())
+    Ok(uri)
+}
+
+/// How traffic to a server URL travels, as allowed by [`check_transport`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Transport {
+    /// `https://`.
+    Tls,
+    /// Plain `http://` to a loopback host: it never leaves the machine.
+    Loopback,
+    /// Plain `http://` to another host, allowed by `--insecure-http`:
+    /// tokens and the agent secret cross the network unencrypted.
+    InsecureHttp,
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Transport::Tls => "https",
+            Transport::Loopback => "plain http to a loopback host",
+            Transport::InsecureHttp => {
+                "plain http to a non-loopback host, allowed by --insecure-http: \
+                 the agent secret crosses the network unencrypted"
+            }
+        })
+    }
+}
+
+/// Logs a warning when `transport` is [`Transport::InsecureHttp`].
+pub(crate) fn warn_if_insecure(transport: Transport, server_url: &str) {
+    if transport == Transport::InsecureHttp {
+        tracing::warn!(server = %server_url, "insecure http: {transport}");
+    }
+}
+
+/// Whether `host` (a URL's host: an IP literal, `[IPv6]` or a name) is
+/// loopback: 127.0.0.0/8, `::1` (also IPv4-mapped) or the name
+/// `localhost` (any case, one trailing dot allowed). Names that only
+/// start with `localhost` or resolve to loopback (`127.0.0.1.nip.io`) are
+/// not: what a name resolves to can change.
+pub fn is_loopback_host(host: &str) -> bool {
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return ip.to_canonical().is_loopback();
+    }
+    host.strip_suffix('.')
+        .unwrap_or(host)
+        .eq_ignore_ascii_case("localhost")
+}
+
+/// The transport rule: `https://` always; plain `http://` only to a
+/// loopback host ([`is_loopback_host`]) unless `insecure_http` says the
+/// operator really means it, because the enrollment token and the agent
+/// secret would cross the network unencrypted. Also validates `url` like
+/// [`validate_server_url`].
+pub fn check_transport(url: &str, insecure_http: bool) -> Result<Transport, String> {
+    let uri = parse_server_url(url)?;
+    let host = uri.host().unwrap_or_default();
+    if uri.scheme_str() == Some("https") {
+        Ok(Transport::Tls)
+    } else if is_loopback_host(host) {
+        Ok(Transport::Loopback)
+    } else if insecure_http {
+        Ok(Transport::InsecureHttp)
+    } else {
+        Err(format!(
+            "refusing plain http to {host} (server_url {url:?}): the token and agent secret \
+             would cross the network unencrypted; use https://, or pass --insecure-http if you \
+             really mean it"
+        ))
+    }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
@@ -289,6 +385,7 @@ mod tests {
             server_cert_sha256: None,
             agent_name: "web-1".into(),
             channel: "stable".into(),
+            insecure_http: false,
         }
     }
 
@@ -373,5 +470,95 @@ mod tests {
         let err = sd.load_identity().unwrap_err();
         assert!(matches!(err, IdentityError::Unreadable { .. }), "{err}");
         assert_eq!(std::fs::read(sd.identity_path()).unwrap(), b"{not json");
+    }
+
+    /// `expected` is the verdict without `--insecure-http`; `None` means
+    /// refused, and then the flag allows it as [`Transport::InsecureHttp`].
+    fn check(url: &str, expected: Option<Transport>) {
+        let with_flag = check_transport(url, true);
+        match (check_transport(url, false), expected) {
+            (Ok(got), Some(want)) => {
+                assert_eq!(got, want, "{url}");
+                assert_eq!(with_flag, Ok(want), "{url} with the flag");
+            }
+            (Err(e), None) => {
+                for needle in ["refusing plain http", "https://", "--insecure-http"] {
+                    assert!(e.contains(needle), "{url}: {e} lacks {needle}");
+                }
+                assert!(!e.contains('\n'), "{url}: {e} is not one line");
+                assert_eq!(
+                    with_flag,
+                    Ok(Transport::InsecureHttp),
+                    "{url} with the flag"
+                );
+            }
+            (got, _) => panic!("{url}: got {got:?}, expected {expected:?}"),
+        }
+    }
+
+    #[test]
+    fn plain_http_only_to_loopback_unless_allowed() {
+        use Transport::*;
+        check("http://127.0.0.1", Some(Loopback));
+        check("http://127.0.0.1:3001/base/", Some(Loopback));
+        check("http://127.9.9.9:3001", Some(Loopback));
+        check("http://[::1]:80", Some(Loopback));
+        check("http://[::ffff:127.0.0.1]", Some(Loopback));
+        check("http://localhost", Some(Loopback));
+        check("http://LOCALHOST.", Some(Loopback));
+        check("http://LocalHost:8080", Some(Loopback));
+        check("http://10.0.0.1", None);
+        check("http://192.0.2.1:3001", None);
+        check("http://[2001:db8::1]", None);
+        check("http://0.0.0.0", None);
+        check("http://128.0.0.1", None);
+        check("http://rmm.example.com", None);
+        check("http://localhost.evil.com", None);
+        check("http://localhost@evil.com", None);
+        check("http://evil.com#@localhost", None);
+        check("http://127.0.0.1.nip.io", None);
+        check("https://anything", Some(Tls));
+        check("https://rmm.example.com:8443/base", Some(Tls));
+        check("https://127.0.0.1", Some(Tls));
+    }
+
+    #[test]
+    fn transport_check_validates_the_url_even_when_allowed() {
+        for (url, needle) in [
+            ("ftp://localhost", "http://"),
+            ("not a url", "not a URL"),
+            ("http://localhost/?q=1", "query"),
+        ] {
+            let err = check_transport(url, true).unwrap_err();
+            assert!(err.contains(needle), "{url}: {err} lacks {needle}");
+        }
+    }
+
+    #[test]
+    fn identity_transport_honours_its_flag_and_the_commands() {
+        let mut id = sample();
+        id.server_url = "http://192.0.2.1:3001".into();
+        assert!(id.transport(false).is_err());
+        assert_eq!(id.transport(true), Ok(Transport::InsecureHttp));
+        id.insecure_http = true;
+        assert_eq!(id.transport(false), Ok(Transport::InsecureHttp));
+    }
+
+    #[test]
+    fn insecure_http_is_optional_in_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sd = StateDir::open(tmp.path()).unwrap();
+        // Written only when true, so files without it still load as false.
+        let id = sample();
+        sd.store_identity(&id).unwrap();
+        let text = std::fs::read_to_string(sd.identity_path()).unwrap();
+        assert!(!text.contains("insecure_http"), "{text}");
+        assert!(!sd.load_identity().unwrap().insecure_http);
+        let mut id = sample();
+        id.insecure_http = true;
+        sd.store_identity(&id).unwrap();
+        let text = std::fs::read_to_string(sd.identity_path()).unwrap();
+        assert!(text.contains(r#""insecure_http": true"#), "{text}");
+        assert_eq!(sd.load_identity().unwrap(), id);
     }
 }

@@ -34,6 +34,15 @@ struct Common {
     /// images, tests).
     #[arg(long, env = "RMM_AGENT_MACHINE_ID")]
     machine_id: Option<String>,
+    /// Allow plain http:// to a server that is not loopback (127.0.0.0/8,
+    /// ::1, localhost): the token and agent secret then cross the network
+    /// unencrypted. Use https:// instead where you can.
+    #[arg(
+        long,
+        env = "RMM_INSECURE_HTTP",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    insecure_http: bool,
 }
 
 #[derive(Subcommand)]
@@ -184,6 +193,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 server_cert_sha256: pin,
                 install_unit: install_unit.clone(),
                 timeout: Duration::from_secs(60),
+                insecure_http: common.insecure_http,
             };
             if let Ok(old) = rmm_agent::identity::Identity::load(&opts.state_dir) {
                 eprintln!(
@@ -209,6 +219,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Run { common, run } => {
             let mut opts = AgentOptions::new(common.state_dir);
             opts.machine_id = common.machine_id;
+            opts.insecure_http = common.insecure_http;
             opts.backoff = Backoff {
                 base: Duration::from_millis(run.backoff_base_ms.max(1)),
                 cap: Duration::from_millis(run.backoff_cap_ms.max(run.backoff_base_ms).max(1)),
@@ -243,6 +254,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 common.machine_id.as_deref(),
                 Duration::from_secs(10),
                 handshake,
+                common.insecure_http,
             )
             .await;
             println!("{report}");

@@ -8,6 +8,10 @@
 //! handshake would briefly disconnect a running daemon. `handshake = true`
 //! (`--handshake`) also exchanges hello/welcome to check protocol
 //! negotiation.
+//!
+//! Plain `http://` to a non-loopback server fails the `transport` check and
+//! nothing is sent, unless the identity's `insecure_http` or the
+//! `insecure_http` argument (`--insecure-http`) allows it.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -79,12 +83,14 @@ pub fn parse_http_date(s: &str) -> Option<u64> {
     u64::try_from(t.timestamp_millis()).ok()
 }
 
-/// Runs every check; `handshake` adds the hello/welcome exchange.
+/// Runs every check; `handshake` adds the hello/welcome exchange;
+/// `insecure_http` allows plain http to a non-loopback server.
 pub async fn run(
     state_dir: PathBuf,
     machine_id: Option<&str>,
     timeout: Duration,
     handshake: bool,
+    insecure_http: bool,
 ) -> Report {
     let mut r = Report::default();
     match StateDir::open(&state_dir) {
@@ -126,6 +132,13 @@ pub async fn run(
         r.add("server", false, "skipped: no identity");
         return r;
     };
+    match identity.transport(insecure_http) {
+        Ok(t) => r.add("transport", true, t.to_string()),
+        Err(e) => {
+            r.add("transport", false, e);
+            return r;
+        }
+    }
     let codec = Codec::new(conn::limits(32 * 1024 * 1024));
     let hello = Hello {
         protocol: VersionRange::current(),
@@ -202,19 +215,41 @@ mod tests {
         assert_eq!(parse_http_date("yesterday"), None);
     }
 
-    #[tokio::test]
-    async fn missing_identity_fails_the_report() {
-        let tmp = tempfile::tempdir().unwrap();
+    /// The report of `dir` without network access, which must fail.
+    async fn failed_report(dir: &std::path::Path) -> String {
         let r = run(
-            tmp.path().to_owned(),
+            dir.to_owned(),
             Some("x"),
             Duration::from_secs(1),
             true,
+            false,
         )
         .await;
-        assert!(!r.passed());
         let text = r.to_string();
-        assert!(text.contains("no identity"), "{text}");
+        assert!(!r.passed(), "{text}");
         assert!(text.ends_with("selftest FAILED"), "{text}");
+        text
+    }
+
+    #[tokio::test]
+    async fn missing_identity_fails_the_report() {
+        let tmp = tempfile::tempdir().unwrap();
+        let text = failed_report(tmp.path()).await;
+        assert!(text.contains("no identity"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn plain_http_to_another_host_fails_before_connecting() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut id = crate::identity::tests::sample();
+        id.server_url = "http://192.0.2.1:3001".into();
+        StateDir::open(tmp.path())
+            .unwrap()
+            .store_identity(&id)
+            .unwrap();
+        let text = failed_report(tmp.path()).await;
+        assert!(text.contains("[FAIL] transport"), "{text}");
+        assert!(text.contains("--insecure-http"), "{text}");
+        assert!(!text.contains("] server "), "{text}");
     }
 }

@@ -8,6 +8,10 @@
 //! `stable_after`. With the defaults (base 1 s, cap 5 min, stable 60 s) a
 //! fleet whose server restarts spreads its reconnects instead of
 //! stampeding.
+//!
+//! Plain `http://` to a non-loopback server is a startup error
+//! ([`AgentError::InsecureHttp`]), not something to retry, unless the
+//! identity's `insecure_http` or [`AgentOptions::insecure_http`] allows it.
 
 pub mod conn;
 pub mod exec;
@@ -23,7 +27,7 @@ use tokio::sync::Notify;
 
 use self::conn::{ConnError, Parts};
 use self::exec::Executor;
-use crate::identity::{Identity, IdentityError, StateDir};
+use crate::identity::{Identity, IdentityError, StateDir, warn_if_insecure};
 use crate::plugins::{PluginOptions, Plugins};
 use crate::runner::{ProcessRunner, RunnerConfig};
 use crate::store::Store;
@@ -88,6 +92,9 @@ pub struct AgentOptions {
     pub finished_capacity: usize,
     /// Timeout of connect + upgrade, and of the wait for welcome.
     pub connect_timeout: Duration,
+    /// Allows plain `http://` to a non-loopback server even when the
+    /// identity does not (`--insecure-http`).
+    pub insecure_http: bool,
 }
 
 impl AgentOptions {
@@ -107,6 +114,7 @@ impl AgentOptions {
             max_control_bytes: 32 * 1024 * 1024,
             finished_capacity: crate::store::DEFAULT_CAPACITY,
             connect_timeout: Duration::from_secs(30),
+            insecure_http: false,
         }
     }
 }
@@ -118,6 +126,10 @@ pub enum AgentError {
     /// State directory or identity problem.
     #[error(transparent)]
     Identity(#[from] IdentityError),
+    /// Plain http to a non-loopback server, allowed neither by the
+    /// identity nor by the options.
+    #[error("{0}")]
+    InsecureHttp(String),
     /// No machine id.
     #[error(transparent)]
     MachineId(#[from] crate::machine::NoMachineId),
@@ -146,10 +158,15 @@ pub struct Agent {
 
 impl Agent {
     /// Opens the state directory (it must be writable), loads the identity
-    /// (it must exist: the agent never mints one), and recovers the store.
+    /// (it must exist: the agent never mints one), checks its transport
+    /// ([`Identity::transport`]), and recovers the store.
     pub fn open(opts: AgentOptions) -> Result<Agent, AgentError> {
         let state = StateDir::open(&opts.state_dir)?;
         let identity = state.load_identity()?;
+        let transport = identity
+            .transport(opts.insecure_http)
+            .map_err(AgentError::InsecureHttp)?;
+        warn_if_insecure(transport, &identity.server_url);
         let machine_uid = crate::machine::machine_uid(opts.machine_id.as_deref())?;
         let store_dir = state.subdir("commands")?;
         let (store, recovered) =

@@ -1,12 +1,13 @@
 //! The command line: enrollment over real HTTP, exit codes and messages,
-//! and the state-directory guard.
+//! the state-directory guard, and the refusal of plain http to a
+//! non-loopback server.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
@@ -14,6 +15,10 @@ use uuid::Uuid;
 use crate::harness::*;
 
 const TOKEN: &str = "tok_0123456789abcdefABCDEF";
+
+/// Plain http to a TEST-NET-1 address (RFC 5737): not loopback, and
+/// nothing there answers.
+const REMOTE_HTTP: &str = "http://192.0.2.1:3001";
 
 fn bundle(server_url: &str, agent_id: Uuid) -> Vec<u8> {
     let config = serde_json::json!({
@@ -48,9 +53,17 @@ fn bundle(server_url: &str, agent_id: Uuid) -> Vec<u8> {
 /// Serves the payload once at the protocol's path, 404 otherwise, like
 /// the server does; counts requests.
 async fn payload_server(agent_id: Uuid) -> (String, Arc<AtomicUsize>) {
+    payload_server_naming(agent_id, None).await
+}
+
+/// [`payload_server`] whose payload names `server_url` (default: its own).
+async fn payload_server_naming(
+    agent_id: Uuid,
+    server_url: Option<&str>,
+) -> (String, Arc<AtomicUsize>) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", l.local_addr().unwrap());
-    let body = bundle(&url, agent_id);
+    let body = bundle(server_url.unwrap_or(&url), agent_id);
     let hits = Arc::new(AtomicUsize::new(0));
     let hits2 = hits.clone();
     tokio::spawn(async move {
@@ -159,6 +172,7 @@ async fn enroll_from_stdin_persists_a_private_identity_and_the_unit() {
         (id.agent_id, id.server_url.as_str(), id.agent_name.as_str()),
         (agent_id, url.as_str(), "box-1")
     );
+    assert!(!id.insecure_http);
     assert!(
         std::fs::read_to_string(&unit)
             .unwrap()
@@ -411,4 +425,151 @@ async fn selftest_passes_against_a_live_peer_and_fails_without_one() {
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("FAIL") && text.contains("server"), "{text}");
+}
+
+#[tokio::test]
+async fn enroll_refuses_plain_http_to_another_host_before_any_traffic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let token_file = tmp.path().join("token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    for env in [&[][..], &[("RMM_INSECURE_HTTP", "0")]] {
+        let t0 = Instant::now();
+        let out = agent(
+            &[
+                "enroll",
+                "--server",
+                REMOTE_HTTP,
+                "--token-file",
+                token_file.to_str().unwrap(),
+                "--state-dir",
+                state.to_str().unwrap(),
+            ],
+            None,
+            env,
+        )
+        .await;
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        // A connection attempt to TEST-NET would hang or fail with a
+        // "cannot fetch" error; the refusal comes first, in one line.
+        assert!(t0.elapsed() < Duration::from_secs(3), "{err}");
+        assert!(!err.contains("cannot fetch"), "{err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        for needle in [
+            "refusing plain http to 192.0.2.1",
+            "https://",
+            "--insecure-http",
+        ] {
+            assert!(err.contains(needle), "{err} lacks {needle}");
+        }
+        assert!(!state.exists(), "the state directory was touched");
+    }
+}
+
+/// `enroll --server URL --state-dir STATE` with the token in the
+/// environment, plus `--insecure-http` or `RMM_INSECURE_HTTP=1` when asked.
+async fn enroll_with(url: &str, state: &Path, flag: bool, env: bool) -> Output {
+    let mut args = vec!["enroll", "--server", url, "--state-dir"];
+    args.push(state.to_str().unwrap());
+    let mut vars = vec![("RMM_ENROLL_TOKEN", TOKEN)];
+    if flag {
+        args.push("--insecure-http");
+    }
+    if env {
+        vars.push(("RMM_INSECURE_HTTP", "1"));
+    }
+    agent(&args, None, &vars).await
+}
+
+#[tokio::test]
+async fn enroll_with_insecure_http_records_it_in_the_identity() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The payload, served on loopback, names plain http elsewhere: without
+    // the flag it is refused before the identity is stored.
+    let state = tmp.path().join("refused");
+    let (url, hits) = payload_server_naming(Uuid::new_v4(), Some(REMOTE_HTTP)).await;
+    let out = enroll_with(&url, &state, false, false).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the enrollment payload: refusing plain http to 192.0.2.1"),
+        "{err}"
+    );
+    assert!(err.contains("--insecure-http"), "{err}");
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    assert!(!state.join("identity.json").exists());
+
+    // With the flag or the environment: enrolled, warned, and recorded.
+    for (i, flag) in [true, false].into_iter().enumerate() {
+        let state = tmp.path().join(format!("allowed-{i}"));
+        let agent_id = Uuid::new_v4();
+        let (url, _) = payload_server_naming(agent_id, Some(REMOTE_HTTP)).await;
+        let out = enroll_with(&url, &state, flag, !flag).await;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        assert!(err.contains("WARN") && err.contains("unencrypted"), "{err}");
+        let id = rmm_agent::identity::Identity::load(&state).unwrap();
+        assert_eq!(
+            (id.agent_id, id.server_url.as_str(), id.insecure_http),
+            (agent_id, REMOTE_HTTP, true)
+        );
+    }
+}
+
+#[tokio::test]
+async fn run_and_selftest_refuse_plain_http_to_another_host_unless_allowed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    write_identity(&state, REMOTE_HTTP);
+
+    // A startup error, not a retry loop.
+    let mut refused = spawn_agent(&state, &[]);
+    let status = refused.wait_exit(Duration::from_secs(10)).await;
+    let log = refused.log_text();
+    assert!(status.is_some_and(|s| !s.success()), "{status:?}\n{log}");
+    for needle in [
+        "refusing plain http to 192.0.2.1",
+        "https://",
+        "--insecure-http",
+    ] {
+        assert!(log.contains(needle), "{log} lacks {needle}");
+    }
+    assert!(!log.contains("starting"), "{log}");
+    let out = agent(
+        &["selftest", "--state-dir", state.to_str().unwrap()],
+        None,
+        &[("RMM_AGENT_MACHINE_ID", "x")],
+    )
+    .await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("[FAIL] transport"), "{text}");
+    assert!(text.contains("--insecure-http"), "{text}");
+
+    // Allowed by the command (environment) or by the identity: it starts,
+    // warns and tries to connect.
+    let mut recorded = write_identity(&tmp.path().join("recorded"), REMOTE_HTTP);
+    recorded.insecure_http = true;
+    rmm_agent::identity::StateDir::open(tmp.path().join("recorded"))
+        .unwrap()
+        .store_identity(&recorded)
+        .unwrap();
+    let mut allowed = [
+        spawn_agent(&state, &[("RMM_INSECURE_HTTP", "1")]),
+        spawn_agent(&tmp.path().join("recorded"), &[]),
+    ];
+    for agent in &mut allowed {
+        let started = agent
+            .wait_log("first connection", Duration::from_secs(10))
+            .await;
+        let log = agent.log_text();
+        assert!(started, "{log}");
+        assert!(log.contains("unencrypted"), "{log}");
+        assert!(!log.contains("refusing"), "{log}");
+        assert!(
+            agent.wait_exit(Duration::from_millis(500)).await.is_none(),
+            "{log}"
+        );
+    }
 }

@@ -223,6 +223,30 @@ impl AgentProc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// The exit status, if the process exits within `within`.
+    pub async fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            match self.child.try_wait().unwrap() {
+                Some(status) => return Some(status),
+                None if Instant::now() >= deadline => return None,
+                None => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    /// Whether the log contains `needle` within `within`.
+    pub async fn wait_log(&self, needle: &str, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while !self.log_text().contains(needle) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        true
+    }
 }
 
 impl Drop for AgentProc {
@@ -240,6 +264,7 @@ pub fn write_identity(state: &Path, server_url: &str) -> Identity {
         server_cert_sha256: None,
         agent_name: "test-agent".into(),
         channel: "stable".into(),
+        insecure_http: false,
     };
     StateDir::open(state).unwrap().store_identity(&id).unwrap();
     id
