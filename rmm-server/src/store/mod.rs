@@ -15,6 +15,7 @@
 //!
 //! Both pass one conformance suite (`tests/it/store.rs`).
 
+pub mod migrations;
 mod sql;
 
 use std::fmt;
@@ -43,15 +44,9 @@ pub enum StoreError {
     /// A row holds a value this build cannot read.
     #[error("corrupt row: {0}")]
     Corrupt(String),
-    /// A schema migration failed.
-    #[error("migration {version} failed: {source}")]
-    Migration {
-        /// The migration's version.
-        version: i64,
-        /// The database error.
-        #[source]
-        source: sqlx::Error,
-    },
+    /// A schema migration failed (or an applied one was changed).
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
     /// The database URL names no supported backend.
     #[error("unsupported database url {0:?}: use postgres://... or sqlite://PATH")]
     UnsupportedUrl(String),

@@ -17,30 +17,6 @@ use super::{
     NewEnrollment, PendingCommand, Phase, Role, Store, StoreError, StoreFuture, User, UserChange,
 };
 
-const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
-    (1, include_str!("../../migrations/sqlite/0001_init.sql")),
-    (
-        2,
-        include_str!("../../migrations/sqlite/0002_inventory.sql"),
-    ),
-    (3, include_str!("../../migrations/sqlite/0003_sessions.sql")),
-    (
-        4,
-        include_str!("../../migrations/sqlite/0004_audit_retention.sql"),
-    ),
-];
-const PG_MIGRATIONS: &[(i64, &str)] = &[
-    (1, include_str!("../../migrations/postgres/0001_init.sql")),
-    (
-        2,
-        include_str!("../../migrations/postgres/0002_inventory.sql"),
-    ),
-    (
-        3,
-        include_str!("../../migrations/postgres/0003_sessions.sql"),
-    ),
-];
-
 /// Most commands handed to a connection per delivery round.
 const DELIVERY_BATCH: i64 = 64;
 
@@ -241,44 +217,6 @@ macro_rules! sql_store {
                     expires_at: r.try_get("expires_at")?,
                 })
             }
-
-            async fn run_migrations(&self, migrations: &[(i64, &'static str)]) -> Result<(), StoreError> {
-                sqlx::raw_sql(
-                    "CREATE TABLE IF NOT EXISTS schema_migrations \
-                     (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
-                )
-                .execute(&self.writer)
-                .await?;
-                for &(version, sql) in migrations {
-                    let mut tx = self.writer.begin().await?;
-                    if $backend == "postgres" {
-                        // Replicas starting together migrate one at a time.
-                        sqlx::query("SELECT pg_advisory_xact_lock(7243501)")
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                    let done = sqlx::query("SELECT version FROM schema_migrations WHERE version = $1")
-                        .bind(version)
-                        .fetch_optional(&mut *tx)
-                        .await?
-                        .is_some();
-                    if done {
-                        continue;
-                    }
-                    sqlx::raw_sql(sql)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(|source| StoreError::Migration { version, source })?;
-                    sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
-                        .bind(version)
-                        .bind(crate::now_ms())
-                        .execute(&mut *tx)
-                        .await?;
-                    tx.commit().await?;
-                    tracing::info!(version, backend = $backend, "applied migration");
-                }
-                Ok(())
-            }
         }
 
         impl Store for $store {
@@ -287,8 +225,7 @@ macro_rules! sql_store {
             }
 
             fn migrate(&self) -> StoreFuture<'_, ()> {
-                let migrations = if $backend == "postgres" { PG_MIGRATIONS } else { SQLITE_MIGRATIONS };
-                async move { self.run_migrations(migrations).await }.boxed()
+                async move { self.run_migrations().await }.boxed()
             }
 
             fn count_users(&self) -> StoreFuture<'_, i64> {
@@ -1337,6 +1274,10 @@ impl SqliteStore {
     fn listen(&self) -> Option<tokio::sync::mpsc::Receiver<Uuid>> {
         None
     }
+
+    async fn run_migrations(&self) -> Result<(), StoreError> {
+        super::migrations::run_sqlite(&self.writer).await
+    }
 }
 
 /// The PostgreSQL store (shareable by several server replicas).
@@ -1347,6 +1288,10 @@ pub struct PgStore {
 }
 
 impl PgStore {
+    async fn run_migrations(&self) -> Result<(), StoreError> {
+        super::migrations::run_postgres(&self.writer).await
+    }
+
     /// Connects to `url` (`postgres://...`; `?options[search_path]=s`
     /// selects a schema). Call [`Store::migrate`] before use.
     pub async fn connect(url: &str) -> Result<PgStore, StoreError> {

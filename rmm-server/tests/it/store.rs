@@ -1064,3 +1064,95 @@ async fn inventory_keeps_the_newest(store: Arc<dyn Store>) {
             .is_empty()
     );
 }
+
+/// Builds a database the way the hand-written migration runner of earlier
+/// builds left it (versions 1 and 2 in `schema_migrations`, with a user),
+/// then opens it with this build.
+async fn legacy_upgrade(url: &str, backend: rmm_server::store::migrations::Backend) {
+    use rmm_server::store::migrations::{LEGACY_VERSIONS, sql};
+    let run = |statements: String| async move {
+        match backend {
+            rmm_server::store::migrations::Backend::Sqlite => {
+                let opts: sqlx::sqlite::SqliteConnectOptions = url
+                    .parse::<sqlx::sqlite::SqliteConnectOptions>()
+                    .unwrap()
+                    .create_if_missing(true);
+                let pool = sqlx::SqlitePool::connect_with(opts).await.unwrap();
+                sqlx::raw_sql(sqlx::AssertSqlSafe(statements))
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                pool.close().await;
+            }
+            rmm_server::store::migrations::Backend::Postgres => {
+                let pool = sqlx::PgPool::connect(url).await.unwrap();
+                sqlx::raw_sql(sqlx::AssertSqlSafe(statements))
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                pool.close().await;
+            }
+        }
+    };
+    let mut old = String::from(
+        "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL);\n",
+    );
+    for &v in LEGACY_VERSIONS {
+        old.push_str(sql(backend, v).unwrap());
+        old.push_str(&format!(
+            "\nINSERT INTO schema_migrations (version, applied_at) VALUES ({v}, 1);\n"
+        ));
+    }
+    old.push_str(
+        "INSERT INTO users (id, email, password_hash, role, created_at, updated_at) VALUES \
+         ('00000000-0000-4000-8000-000000000001', 'old@example.com', 'h', 'admin', 1, 1);",
+    );
+    run(old).await;
+    let store = rmm_server::store::open(url).await.unwrap();
+    let u = store
+        .user_by_email("old@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (u.token_version, u.disabled_at),
+        (0, None),
+        "new columns, old data kept"
+    );
+    assert_eq!(
+        store.prune_audit(0).await.unwrap(),
+        0,
+        "migration 4 applied"
+    );
+    // opening again is a no-op
+    drop(store);
+    let store = rmm_server::store::open(url).await.unwrap();
+    assert_eq!(store.count_users().await.unwrap(), 1);
+    drop(store);
+    // an applied migration whose text changed is refused, not skipped
+    run("UPDATE _sqlx_migrations SET checksum = checksum || checksum WHERE version = 1".into())
+        .await;
+    assert!(matches!(
+        rmm_server::store::open(url).await,
+        Err(StoreError::Migrate(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_database_of_an_earlier_build_is_upgraded() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("old.db").display());
+    legacy_upgrade(&url, rmm_server::store::migrations::Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_database_of_an_earlier_build_is_upgraded() {
+    let Some(schema) = PgSchema::create().await else {
+        return;
+    };
+    legacy_upgrade(
+        &schema.url(),
+        rmm_server::store::migrations::Backend::Postgres,
+    )
+    .await;
+}
