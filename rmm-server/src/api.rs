@@ -1284,6 +1284,11 @@ pub async fn agent_ws(
         axum::extract::ws::rejection::WebSocketUpgradeRejection,
     >,
 ) -> Result<Response, ApiError> {
+    // Bounded before anything else, so a reconnect storm costs little.
+    let slot = state
+        .hub
+        .try_begin_handshake()
+        .ok_or_else(|| ApiError::overloaded(state.config.handshake_retry_after_secs))?;
     let header = headers
         .get(header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
@@ -1319,7 +1324,7 @@ pub async fn agent_ws(
         .max_write_buffer_size(state.config.body_limit.max(frame) * 2 + 1024 * 1024)
         .max_message_size(frame)
         .max_frame_size(frame)
-        .on_upgrade(move |socket| hub.run_connection(id, client.0, socket)))
+        .on_upgrade(move |socket| hub.run_connection(id, client.0, socket, slot)))
 }
 
 /// A release as `GET /api/v1/downloads` lists it.

@@ -74,6 +74,12 @@ pub struct Config {
     /// `x-forwarded-for`; the right-most address not itself a trusted
     /// proxy is the client).
     pub client_ip_header: String,
+    /// Most agent handshakes (WebSocket upgrade until `welcome`, and TLS
+    /// handshakes) in progress at once; beyond it an agent gets 503 with
+    /// `Retry-After` (a TLS handshake is dropped) instead of queueing.
+    pub max_pending_handshakes: usize,
+    /// The `Retry-After` of that 503, seconds (agents add jitter).
+    pub handshake_retry_after_secs: u64,
     /// Most commands an agent runs at once (sent in `welcome`).
     pub max_concurrent_commands: u32,
     /// Per-connection outbound queue, in messages.
@@ -114,6 +120,8 @@ impl Default for Config {
             unauth_audit_per_window: 120,
             unauth_audit_window: Duration::from_secs(60),
             audit_retention: Some(Duration::from_secs(365 * 86_400)),
+            max_pending_handshakes: 256,
+            handshake_retry_after_secs: 2,
             max_concurrent_commands: 4,
             outbound_queue: 64,
             send_timeout: Duration::from_secs(30),

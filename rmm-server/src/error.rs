@@ -95,6 +95,22 @@ impl ApiError {
         }
     }
 
+    /// 503 `overloaded` with `Retry-After` (too many agent handshakes at
+    /// once: a reconnect storm is spread instead of queued).
+    pub fn overloaded(retry_after: u64) -> Self {
+        ApiError {
+            retry_after: Some(retry_after.max(1)),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                format!(
+                    "too many agents connecting at once, retry in {} s",
+                    retry_after.max(1)
+                ),
+            )
+        }
+    }
+
     /// 500 `internal` (the detail is logged, not sent).
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "internal error");

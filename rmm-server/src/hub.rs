@@ -85,6 +85,8 @@ pub struct Hub {
     audit_gate: Arc<AuditGate>,
     /// When the audit retention last ran (unix ms).
     last_prune_ms: AtomicI64,
+    /// Agent connections between upgrade and `welcome`.
+    pending_handshakes: AtomicUsize,
 }
 
 impl std::fmt::Debug for Hub {
@@ -107,6 +109,17 @@ impl Drop for LiveGuard {
         if self.0.live_tasks.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.all_closed.notify_waiters();
         }
+    }
+}
+
+/// A slot of the bounded handshake phase (see
+/// [`Hub::try_begin_handshake`]); freed when dropped.
+#[derive(Debug)]
+pub struct HandshakeSlot(Arc<Hub>);
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        self.0.pending_handshakes.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -152,6 +165,7 @@ impl Hub {
             releases,
             audit_gate,
             last_prune_ms: AtomicI64::new(i64::MIN),
+            pending_handshakes: AtomicUsize::new(0),
         })
     }
 
@@ -169,6 +183,30 @@ impl Hub {
     /// Records an agent membership/online change (see [`Hub::agents_generation`]).
     pub fn agents_changed(&self) {
         self.agents_generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Takes a slot of the handshake phase, or `None` when
+    /// `max_pending_handshakes` are in progress (the caller answers 503).
+    pub fn try_begin_handshake(self: &Arc<Self>) -> Option<HandshakeSlot> {
+        let max = self.config.max_pending_handshakes.max(1);
+        let mut cur = self.pending_handshakes.load(Ordering::Acquire);
+        loop {
+            if cur >= max {
+                self.metrics
+                    .handshakes_refused
+                    .fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+            match self.pending_handshakes.compare_exchange_weak(
+                cur,
+                cur + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Some(HandshakeSlot(self.clone())),
+                Err(now) => cur = now,
+            }
+        }
     }
 
     /// Number of agents connected to this process.
@@ -368,6 +406,7 @@ impl Hub {
         agent_id: Uuid,
         addr: std::net::IpAddr,
         mut ws: WebSocket,
+        slot: HandshakeSlot,
     ) {
         self.live_tasks.fetch_add(1, Ordering::AcqRel);
         let _live = LiveGuard(self.clone());
@@ -554,7 +593,9 @@ impl Hub {
                 max_concurrent_commands: self.config.max_concurrent_commands,
             },
         });
-        let mut flow = match self.send(&mut s, &mut ws, &welcome).await {
+        let welcomed = self.send(&mut s, &mut ws, &welcome).await;
+        drop(slot);
+        let mut flow = match welcomed {
             true => self.deliver(&mut s, &mut ws, true).await,
             false => Flow::Close(close_code::NORMAL, "send failed"),
         };

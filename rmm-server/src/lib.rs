@@ -519,6 +519,7 @@ impl Server {
             .as_ref()
             .map(|t| tokio_rustls::TlsAcceptor::from(t.server_config()));
         let reloader = state.tls.clone().map(|t| tokio::spawn(reload_on_sighup(t)));
+        let tls_handshakes = Arc::new(Semaphore::new(state.config.max_pending_handshakes.max(1)));
         let app = api::router(state.clone());
         let mut http = hyper::server::conn::http1::Builder::new();
         // Limits on what a client may do before its request reaches a
@@ -557,11 +558,29 @@ impl Server {
             let stop = shutdown_tx.subscribe();
             let acceptor = acceptor.clone();
             let handshake_timeout = state.config.header_read_timeout;
+            // TLS handshakes are bounded too; over the bound the connection
+            // is closed at once (no HTTP is spoken yet to say 503).
+            let tls_permit = match &acceptor {
+                Some(_) => match tls_handshakes.clone().try_acquire_owned() {
+                    Ok(p) => Some(p),
+                    Err(_) => {
+                        state
+                            .metrics
+                            .handshakes_refused
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        continue;
+                    }
+                },
+                None => None,
+            };
             conns.spawn(async move {
                 match acceptor {
                     None => serve_connection(http, tcp, svc, stop, peer).await,
                     Some(acceptor) => {
-                        match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                        let accepted =
+                            tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await;
+                        drop(tls_permit);
+                        match accepted {
                             Ok(Ok(tls)) => serve_connection(http, tls, svc, stop, peer).await,
                             Ok(Err(e)) => {
                                 tracing::debug!(error = %e, %peer, "TLS handshake failed")

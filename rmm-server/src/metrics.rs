@@ -37,6 +37,8 @@ pub struct Metrics {
     pub deliveries: AtomicU64,
     /// Undecodable control messages received.
     pub bad_messages: AtomicU64,
+    /// Agent handshakes refused (503) because too many were in progress.
+    pub handshakes_refused: AtomicU64,
     requests: Mutex<BTreeMap<(String, String, u16), u64>>,
     latency: Mutex<BTreeMap<String, Histogram>>,
 }
@@ -114,6 +116,11 @@ impl Metrics {
                 "rmm_agent_bad_messages_total",
                 "Undecodable control messages received.",
                 &self.bad_messages,
+            ),
+            (
+                "rmm_agent_handshakes_refused_total",
+                "Agent handshakes refused with 503 (too many in progress).",
+                &self.handshakes_refused,
             ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}");

@@ -37,6 +37,13 @@ pub enum ConnError {
         /// Why.
         reason: String,
     },
+    /// The server is overloaded (503 to the upgrade, a reconnect storm);
+    /// the next attempt waits at least `retry_after`.
+    #[error("the server is busy, retry after {retry_after:?}")]
+    Busy {
+        /// The server's `Retry-After` (capped).
+        retry_after: Duration,
+    },
     /// The server refused the hello.
     #[error("the server refused the connection: {code}: {message}")]
     Refused {
@@ -119,6 +126,9 @@ pub async fn connect(
         .await
         .map_err(|_| err(format!("timed out after {timeout:?}")))?
         .map_err(|e| match e {
+            tungstenite::Error::Http(r) if r.status() == 503 => ConnError::Busy {
+                retry_after: retry_after(r.headers()),
+            },
             tungstenite::Error::Http(r) => err(format!(
                 "HTTP {} {}",
                 r.status(),
@@ -135,6 +145,20 @@ pub async fn connect(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     Ok((ws, date))
+}
+
+/// The longest `Retry-After` an agent honours.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+/// A 503's `Retry-After` in seconds (1 s when absent or unreadable; an
+/// HTTP date is not used by the server), capped at [`MAX_RETRY_AFTER`].
+pub fn retry_after(headers: &tungstenite::http::HeaderMap) -> Duration {
+    headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(Duration::from_secs(1), Duration::from_secs)
+        .min(MAX_RETRY_AFTER)
 }
 
 fn encode(codec: &Codec, msg: &Message) -> Result<WsMessage, ConnError> {

@@ -67,6 +67,22 @@ impl Reconnect {
         self.attempt = self.attempt.saturating_add(1);
         delay
     }
+
+    /// The wait after a 503 with `Retry-After`: at least the server's
+    /// value, spread over `[retry_after, 2·retry_after)` by `unit` so a
+    /// refused crowd does not come back at the same instant; `delay` when
+    /// the server was not busy.
+    pub fn after_busy(
+        &self,
+        delay: Duration,
+        retry_after: Option<Duration>,
+        unit: f64,
+    ) -> Duration {
+        match retry_after {
+            Some(r) => delay.max(r.mul_f64(1.0 + unit.clamp(0.0, 1.0))),
+            None => delay,
+        }
+    }
 }
 
 /// Everything `run` can be configured with.
@@ -240,17 +256,23 @@ impl Agent {
         while !stopped {
             let t0 = tokio::time::Instant::now();
             let mut connected_for = None;
+            let mut busy = None;
             match self.connect_once(&codec, &mut shutdown).await {
                 Ok(()) => stopped = true,
                 Err((e, welcomed_at)) => {
                     connected_for = welcomed_at.map(|at| at.elapsed());
+                    if let ConnError::Busy { retry_after } = &e {
+                        busy = Some(*retry_after);
+                    }
                     tracing::warn!(after_ms = t0.elapsed().as_millis() as u64, "{e}");
                 }
             }
             if stopped {
                 break;
             }
-            let delay = schedule.after_drop(connected_for, rand::rng().random::<f64>());
+            let unit = rand::rng().random::<f64>();
+            let delay = schedule.after_drop(connected_for, unit);
+            let delay = schedule.after_busy(delay, busy, unit);
             tracing::info!(
                 attempt = schedule.attempt(),
                 delay_ms = delay.as_millis() as u64,
@@ -337,5 +359,43 @@ mod tests {
         );
         assert_eq!(r.attempt(), 1);
         assert_eq!(r.after_drop(None, 0.5), secs(1));
+    }
+
+    #[test]
+    fn a_busy_server_is_honoured_with_spread() {
+        let secs = Duration::from_secs;
+        let r = Reconnect::new(
+            Backoff {
+                base: secs(1),
+                cap: secs(300),
+            },
+            secs(60),
+        );
+        assert_eq!(r.after_busy(secs(1), None, 0.5), secs(1));
+        assert_eq!(r.after_busy(secs(1), Some(secs(2)), 0.0), secs(2));
+        assert_eq!(r.after_busy(secs(1), Some(secs(2)), 0.5), secs(3));
+        assert_eq!(r.after_busy(secs(9), Some(secs(2)), 0.5), secs(9));
+        assert_eq!(
+            r.after_busy(secs(0), Some(secs(2)), 7.0),
+            secs(4),
+            "clamped"
+        );
+    }
+
+    #[test]
+    fn retry_after_is_read_and_capped() {
+        use tokio_tungstenite::tungstenite::http::HeaderMap;
+        let check = |v: Option<&str>, want: u64| {
+            let mut h = HeaderMap::new();
+            if let Some(v) = v {
+                h.insert("retry-after", v.parse().unwrap());
+            }
+            assert_eq!(conn::retry_after(&h), Duration::from_secs(want), "{v:?}");
+        };
+        check(Some("3"), 3);
+        check(Some(" 7 "), 7);
+        check(Some("99999"), 300);
+        check(Some("Wed, 21 Oct 2015 07:28:00 GMT"), 1);
+        check(None, 1);
     }
 }

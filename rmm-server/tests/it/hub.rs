@@ -1029,3 +1029,44 @@ async fn oversized_messages_close_with_1009() {
         .await;
     assert_eq!(agent.close_code().await, Some(1009));
 }
+
+/// Agent handshakes are bounded: over the bound an agent gets 503 with
+/// `Retry-After` at once instead of waiting in a queue.
+#[tokio::test]
+async fn handshakes_over_the_bound_get_503_with_retry_after() {
+    let srv = TestServer::start_with(|c| {
+        c.max_pending_handshakes = 1;
+        c.handshake_retry_after_secs = 3;
+    })
+    .await;
+    let (id, secret) = srv.enroll("a").await;
+    let (id2, secret2) = srv.enroll("b").await;
+    // a holds the only slot: upgraded, no hello yet
+    let mut a = FakeAgent::connect(srv.addr(), id, &secret).await.unwrap();
+    assert_eq!(
+        FakeAgent::connect(srv.addr(), id2, &secret2).await.err(),
+        Some(503)
+    );
+    let resp = srv
+        .http
+        .get(srv.url("/api/v1/agent/ws"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "3");
+    let body = crate::common::decode(resp).await;
+    crate::common::assert_error(&body, 503, "overloaded");
+    // once a is welcomed, the slot is free again
+    a.hello("machine-a").await;
+    let mut b = FakeAgent::connect(srv.addr(), id2, &secret2).await.unwrap();
+    b.hello("machine-b").await;
+    let metrics = srv.call("GET", "/metrics", None, None).await.1;
+    assert!(
+        metrics
+            .as_str()
+            .unwrap()
+            .contains("rmm_agent_handshakes_refused_total 2"),
+        "{metrics}"
+    );
+}
