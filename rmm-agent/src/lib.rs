@@ -27,6 +27,7 @@
 //! answered from the store, and one found "started but unfinished" after a
 //! restart is reported failed instead of being run again.
 
+pub mod clock;
 pub mod daemon;
 pub mod enroll;
 pub mod fsutil;

@@ -20,7 +20,9 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use rmm_core::io::{Clock, SystemClock};
+use rmm_core::io::Clock;
+
+use crate::clock::SystemClock;
 use rmm_core::protocol::{Inventory, Message};
 use tokio::io::AsyncReadExt;
 use tokio::sync::Notify;

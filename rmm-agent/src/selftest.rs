@@ -16,7 +16,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use rmm_core::io::{Clock, SystemClock};
+use rmm_core::io::Clock;
+
+use crate::clock::SystemClock;
 use rmm_core::protocol::{Codec, Hello, VersionRange};
 
 use crate::daemon::conn;

@@ -1401,10 +1401,7 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
     let counts = state.store.command_counts().await?;
     state.metrics.set_connected(state.hub.connected());
     Ok((
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         state.metrics.render(&counts),
     )
         .into_response())

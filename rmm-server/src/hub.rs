@@ -192,9 +192,7 @@ impl Hub {
         let mut cur = self.pending_handshakes.load(Ordering::Acquire);
         loop {
             if cur >= max {
-                self.metrics
-                    .handshakes_refused
-                    .fetch_add(1, Ordering::Relaxed);
+                self.metrics.handshakes_refused.inc();
                 return None;
             }
             match self.pending_handshakes.compare_exchange_weak(
@@ -410,9 +408,7 @@ impl Hub {
     ) {
         self.live_tasks.fetch_add(1, Ordering::AcqRel);
         let _live = LiveGuard(self.clone());
-        self.metrics
-            .agent_connections
-            .fetch_add(1, Ordering::Relaxed);
+        self.metrics.agent_connections.inc();
         let (out_tx, mut out_rx) = mpsc::channel(self.config.outbound_queue.max(1));
         let conn = Arc::new(Conn {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
@@ -749,7 +745,7 @@ impl Hub {
                 // Tunnel data is not served by this hub yet; ignored.
                 Ok(Frame::Data { .. }) => Flow::Continue,
                 Err(DecodeError::Json(e)) => {
-                    self.metrics.bad_messages.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.bad_messages.inc();
                     self.send_error(
                         s,
                         ws,
@@ -778,7 +774,7 @@ impl Hub {
         let result = match msg {
             Message::Heartbeat(_) => {
                 s.conn.last_seen_ms.store(now_ms(), Ordering::Relaxed);
-                self.metrics.heartbeats.fetch_add(1, Ordering::Relaxed);
+                self.metrics.heartbeats.inc();
                 return Flow::Continue;
             }
             Message::CommandStarted(c) => {
@@ -805,7 +801,7 @@ impl Hub {
             Message::CommandResult(r) => {
                 return match self.store.finish_command(agent, &r, now_ms()).await {
                     Ok(FinishOutcome::Stored) => {
-                        self.metrics.results.fetch_add(1, Ordering::Relaxed);
+                        self.metrics.results.inc();
                         s.resyncs.remove(&r.command_id);
                         self.ack(s, ws, r.command_id).await
                     }
@@ -943,7 +939,7 @@ impl Hub {
             if !self.send(s, ws, &msg).await {
                 return Flow::Close(close_code::NORMAL, "");
             }
-            self.metrics.deliveries.fetch_add(1, Ordering::Relaxed);
+            self.metrics.deliveries.inc();
         }
         if full_batch {
             s.conn.kick.notify_one();

@@ -564,10 +564,7 @@ impl Server {
                 Some(_) => match tls_handshakes.clone().try_acquire_owned() {
                     Ok(p) => Some(p),
                     Err(_) => {
-                        state
-                            .metrics
-                            .handshakes_refused
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        state.metrics.handshakes_refused.inc();
                         continue;
                     }
                 },

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use rmm_core::io::{Clock, SystemClock};
+use rmm_core::io::Clock;
+
+use crate::clock::SystemClock;
 use rmm_core::protocol::{
     Codec, CommandOutcome, CommandResult, DecodeError, Frame, Heartbeat, Hello, Limits, Message,
     ProtocolError, TunnelError, TunnelErrorCode, Welcome,

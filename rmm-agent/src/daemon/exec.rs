@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use rmm_core::io::{Clock, SystemClock};
+use rmm_core::io::Clock;
+
+use crate::clock::SystemClock;
 use rmm_core::protocol::{CommandOutcome, CommandResult, RunCommand};
 use tokio::sync::oneshot;
 use uuid::Uuid;

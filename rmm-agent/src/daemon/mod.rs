@@ -21,7 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
-use rmm_core::io::{Backoff, Clock, SystemClock};
+use rmm_core::io::{Backoff, Clock};
+
+use crate::clock::SystemClock;
 use rmm_core::protocol::{Codec, Hello, VersionRange};
 use tokio::sync::Notify;
 

@@ -35,7 +35,9 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use rmm_core::io::{Clock, CommandRunner, SystemClock};
+use rmm_core::io::{Clock, CommandRunner};
+
+use crate::clock::SystemClock;
 use rmm_core::protocol::{
     CommandContext, CommandOutcome, CommandResult, CommandType, OutputStream, RunCommand,
 };

@@ -1105,7 +1105,10 @@ async fn service_routes_and_fallbacks() {
         "{text}"
     );
     assert!(
-        text.contains("rmm_http_request_duration_seconds_bucket{route=\"/api/auth/login\""),
+        text.lines().any(
+            |l| l.starts_with("rmm_http_request_duration_seconds_bucket{")
+                && l.contains("route=\"/api/auth/login\"")
+        ),
         "{text}"
     );
     assert_error(
