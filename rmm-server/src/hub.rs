@@ -36,7 +36,9 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::now_ms;
 use crate::releases::ReleaseCatalog;
-use crate::store::{AgentHello, FinishOutcome, HelloOutcome, InventoryItem, NewAudit, Store};
+use crate::store::{
+    AgentHello, FinishOutcome, HelloOutcome, InventoryItem, NewAudit, Store, WakeBus,
+};
 
 /// WebSocket close codes used by the hub.
 pub mod close_code {
@@ -87,6 +89,8 @@ pub struct Hub {
     last_prune_ms: AtomicI64,
     /// Agent connections between upgrade and `welcome`.
     pending_handshakes: AtomicUsize,
+    /// "Agent X has work" announcements between replicas.
+    bus: Arc<dyn WakeBus>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -140,19 +144,43 @@ struct Session {
 /// dropped so the agent re-sends everything after reconnecting.
 const MAX_RESYNCS: u8 = 3;
 
+/// What a [`Hub`] is built from (the parts it shares with the HTTP API).
+#[allow(missing_debug_implementations)]
+pub struct HubParts {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// The wake-up bus between replicas.
+    pub bus: Arc<dyn WakeBus>,
+    /// Configuration.
+    pub config: Arc<Config>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Becomes `true` at shutdown.
+    pub shutdown: watch::Receiver<bool>,
+    /// The URL agents reach this server at.
+    pub public_url: String,
+    /// Aggregated unauthenticated audit rows, written by the sweeper.
+    pub audit_gate: Arc<AuditGate>,
+    /// The verified release catalog.
+    pub releases: Arc<ReleaseCatalog>,
+}
+
 impl Hub {
-    /// A hub over `store`.
-    pub fn new(
-        store: Arc<dyn Store>,
-        config: Arc<Config>,
-        metrics: Arc<Metrics>,
-        shutdown: watch::Receiver<bool>,
-        public_url: String,
-        audit_gate: Arc<AuditGate>,
-        releases: Arc<ReleaseCatalog>,
-    ) -> Arc<Hub> {
+    /// A hub over its parts.
+    pub fn new(parts: HubParts) -> Arc<Hub> {
+        let HubParts {
+            store,
+            bus,
+            config,
+            metrics,
+            shutdown,
+            public_url,
+            audit_gate,
+            releases,
+        } = parts;
         Arc::new(Hub {
             store,
+            bus,
             config,
             metrics,
             conns: Mutex::new(HashMap::new()),
@@ -226,7 +254,7 @@ impl Hub {
     pub async fn kick(&self, agent_id: Uuid) {
         if let Some(c) = self.conn(agent_id) {
             c.kick.notify_one();
-        } else if let Err(e) = self.store.notify_agent(agent_id).await {
+        } else if let Err(e) = self.bus.announce(agent_id).await {
             tracing::warn!(error = %e, "cannot announce agent work");
         }
     }
@@ -310,7 +338,7 @@ impl Hub {
         for t in [&mut flush, &mut sweep, &mut poll] {
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         }
-        let mut notes = self.store.work_notifications();
+        let mut notes = self.bus.subscribe();
         let mut sweeps: u64 = 0;
         loop {
             tokio::select! {

@@ -355,7 +355,7 @@ pub async fn open_state(
         }
         None => None,
     };
-    let store = store::open(&config.effective_database_url()).await?;
+    let (store, bus) = store::open_with_bus(&config.effective_database_url()).await?;
     let secret = jwt_secret(&config)?;
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::default());
@@ -365,15 +365,16 @@ pub async fn open_state(
         config.unauth_audit_per_window,
         i64::try_from(config.unauth_audit_window.as_millis()).unwrap_or(audit::WINDOW_MS),
     ));
-    let hub = Hub::new(
-        store.clone(),
-        config.clone(),
-        metrics.clone(),
+    let hub = Hub::new(hub::HubParts {
+        store: store.clone(),
+        bus,
+        config: config.clone(),
+        metrics: metrics.clone(),
         shutdown,
-        public_url.clone(),
-        audit_gate.clone(),
-        releases.clone(),
-    );
+        public_url: public_url.clone(),
+        audit_gate: audit_gate.clone(),
+        releases: releases.clone(),
+    });
     let state = AppState(Arc::new(App {
         jwt: JwtKeys::new(&secret, config.token_ttl),
         throttle: LoginThrottle::new(config.login_throttle.clone()),

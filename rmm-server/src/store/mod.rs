@@ -15,6 +15,7 @@
 //!
 //! Both pass one conformance suite (`tests/it/store.rs`).
 
+pub mod bus;
 pub mod migrations;
 mod sql;
 
@@ -26,6 +27,7 @@ use rmm_core::protocol::{CommandContext, CommandResult, CommandType, OutputStrea
 use serde::Serialize;
 use uuid::Uuid;
 
+pub use bus::{LocalBus, PgBus, WakeBus};
 pub use sql::{PgStore, SqliteStore};
 
 /// The future every store method returns.
@@ -678,13 +680,6 @@ pub trait Store: Send + Sync + 'static {
     /// Number of commands per status.
     fn command_counts(&self) -> StoreFuture<'_, Vec<(CommandStatus, i64)>>;
 
-    /// Announces to other replicas that `agent_id` has work (PostgreSQL
-    /// `NOTIFY`; a no-op for SQLite, which has one server process).
-    fn notify_agent(&self, agent_id: Uuid) -> StoreFuture<'_, ()>;
-    /// Starts listening for [`Store::notify_agent`] announcements from
-    /// other replicas (PostgreSQL `LISTEN`); `None` for SQLite.
-    fn work_notifications(&self) -> Option<tokio::sync::mpsc::Receiver<Uuid>>;
-
     /// Stores a plugin result, unless a newer one (by `collected_at`) is
     /// held; true when stored.
     fn put_inventory<'a>(&'a self, item: &'a InventoryItem) -> StoreFuture<'a, bool>;
@@ -705,16 +700,27 @@ pub trait Store: Send + Sync + 'static {
 /// for PostgreSQL, `sqlite://PATH` or a plain path for SQLite (the file is
 /// created). Runs the migrations.
 pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
-    let store: std::sync::Arc<dyn Store> =
+    Ok(open_with_bus(url).await?.0)
+}
+
+/// [`open`], plus the wake-up bus that goes with the store: `NOTIFY` /
+/// `LISTEN` on the same PostgreSQL database, or the single-process
+/// [`LocalBus`] for SQLite.
+pub async fn open_with_bus(
+    url: &str,
+) -> Result<(std::sync::Arc<dyn Store>, std::sync::Arc<dyn WakeBus>), StoreError> {
+    let (store, bus): (std::sync::Arc<dyn Store>, std::sync::Arc<dyn WakeBus>) =
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            std::sync::Arc::new(PgStore::connect(url).await?)
-        } else if let Some(path) = url.strip_prefix("sqlite://") {
-            std::sync::Arc::new(SqliteStore::open(std::path::Path::new(path)).await?)
-        } else if url.contains("://") {
+            let pg = PgStore::connect(url).await?;
+            let bus = std::sync::Arc::new(pg.bus());
+            (std::sync::Arc::new(pg), bus)
+        } else if url.contains("://") && !url.starts_with("sqlite://") {
             return Err(StoreError::UnsupportedUrl(url.to_owned()));
         } else {
-            std::sync::Arc::new(SqliteStore::open(std::path::Path::new(url)).await?)
+            let path = url.strip_prefix("sqlite://").unwrap_or(url);
+            let sqlite = SqliteStore::open(std::path::Path::new(path)).await?;
+            (std::sync::Arc::new(sqlite), std::sync::Arc::new(LocalBus))
         };
     store.migrate().await?;
-    Ok(store)
+    Ok((store, bus))
 }

@@ -25,9 +25,6 @@ const DELIVERY_BATCH: i64 = 64;
 const CANCEL_RETIRED_COMMANDS: &str = "UPDATE commands SET status = 'cancelled', phase = 'done', \
      completed_at = $2, error = $3 WHERE agent_id = $1 AND status = 'running'";
 
-/// The PostgreSQL notification channel for "agent X has work".
-const WORK_CHANNEL: &str = "rmm_agent_work";
-
 macro_rules! agent_cols {
     () => {
         "id, name, hostname, os, arch, agent_version, channel, machine_uid, address, online, \
@@ -1091,25 +1088,6 @@ macro_rules! sql_store {
                 .boxed()
             }
 
-            fn notify_agent(&self, agent_id: Uuid) -> StoreFuture<'_, ()> {
-                async move {
-                    if $backend == "postgres" {
-                        sqlx::query("SELECT pg_notify($1, $2)")
-                            .bind(WORK_CHANNEL)
-                            .bind(agent_id.to_string())
-                            .execute(&self.writer)
-                            .await?;
-                    }
-                    let _ = agent_id;
-                    Ok(())
-                }
-                .boxed()
-            }
-
-            fn work_notifications(&self) -> Option<tokio::sync::mpsc::Receiver<Uuid>> {
-                self.listen()
-            }
-
             fn put_inventory<'a>(&'a self, item: &'a InventoryItem) -> StoreFuture<'a, bool> {
                 async move {
                     let res = sqlx::query(
@@ -1271,10 +1249,6 @@ impl SqliteStore {
         Ok(SqliteStore { writer, reader })
     }
 
-    fn listen(&self) -> Option<tokio::sync::mpsc::Receiver<Uuid>> {
-        None
-    }
-
     async fn run_migrations(&self) -> Result<(), StoreError> {
         super::migrations::run_sqlite(&self.writer).await
     }
@@ -1314,45 +1288,9 @@ impl PgStore {
         })
     }
 
-    fn listen(&self) -> Option<tokio::sync::mpsc::Receiver<Uuid>> {
-        let pool = self.writer.clone();
-        let (tx, rx) = tokio::sync::mpsc::channel(1024);
-        tokio::spawn(async move {
-            loop {
-                let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
-                    Ok(l) => l,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot LISTEN for agent work; retrying");
-                        tokio::time::sleep(Duration::from_secs(5)).await;
-                        continue;
-                    }
-                };
-                if let Err(e) = listener.listen(WORK_CHANNEL).await {
-                    tracing::warn!(error = %e, "LISTEN failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(5)).await;
-                    continue;
-                }
-                loop {
-                    match listener.recv().await {
-                        Ok(n) => {
-                            if let Ok(id) = Uuid::parse_str(n.payload())
-                                && tx.send(id).await.is_err()
-                            {
-                                return;
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "LISTEN connection failed; reconnecting");
-                            break;
-                        }
-                    }
-                }
-                if tx.is_closed() {
-                    return;
-                }
-            }
-        });
-        Some(rx)
+    /// The wake-up bus over this database (`NOTIFY`/`LISTEN`).
+    pub fn bus(&self) -> super::bus::PgBus {
+        super::bus::PgBus::new(self.writer.clone())
     }
 }
 
