@@ -174,8 +174,13 @@ pub fn bootstrap_script(b: &Bootstrap<'_>) -> String {
         Some(pin) => format!(" --server-cert-sha256 {}", shell_quote(pin)),
         None => String::new(),
     };
+    let mut warning = String::new();
     if insecure_http {
         pin_arg.push_str(" --insecure-http");
+        warning.push_str(
+            "echo \"rmm: WARNING: plain HTTP to $SERVER_URL (the server was started with \
+             --insecure-http): the agent's secret crosses the network unencrypted\" >&2\n",
+        );
     }
     format!(
         r#"#!/usr/bin/env bash
@@ -188,7 +193,7 @@ SERVER_URL={server}
 if [ "$(id -u)" -ne 0 ]; then
   echo "rmm: run this as root (curl ... | sudo bash)" >&2; exit 1
 fi
-if [ "$(uname -s)" != "Linux" ]; then
+{warning}if [ "$(uname -s)" != "Linux" ]; then
   echo "rmm: this installer is for Linux; see the docs for other systems" >&2; exit 1
 fi
 case "$(uname -m)" in
@@ -226,6 +231,7 @@ echo "rmm: agent {name} installed and started"
         table = table,
         pin = pin_arg,
         curl_pin = curl_pin_args,
+        warning = warning,
     )
 }
 

@@ -295,5 +295,16 @@ async fn plain_http_to_the_network_is_refused_unless_asked_for() {
     let (_, script) = srv
         .call("GET", &format!("/api/v1/enroll-bundle/{t}.sh"), None, None)
         .await;
-    assert!(script.as_str().unwrap().contains("--insecure-http"));
+    let script = script.as_str().unwrap();
+    assert!(script.contains("--insecure-http"), "{script}");
+    assert!(script.contains("WARNING: plain HTTP"), "{script}");
+    let check = Command::new("bash")
+        .args(["-n", "-c", script])
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
 }
