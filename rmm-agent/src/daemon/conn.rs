@@ -345,11 +345,20 @@ fn handle(
     match m {
         Message::RunCommand(rc) => {
             let id = rc.command_id;
-            if parts.exec.is_active(id) {
+            // The store first: a command whose result is recorded is
+            // answered even while its task is still winding down (it stays
+            // "active" a moment after the result is stored).
+            let lookup = parts.store.lookup(id);
+            let finished = match &lookup {
+                Lookup::Pending(p) => p.result.is_some(),
+                Lookup::Acked(_) => true,
+                Lookup::Unknown => false,
+            };
+            if !finished && parts.exec.is_active(id) {
                 tracing::debug!(%id, "re-delivered command is queued or running; ignored");
                 return Ok(None);
             }
-            match parts.store.lookup(id) {
+            match lookup {
                 Lookup::Unknown => parts.exec.submit(rc),
                 Lookup::Pending(_) => {
                     tracing::info!(%id, "re-delivered command already finished; re-sending its result");
