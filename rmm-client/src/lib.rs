@@ -225,6 +225,11 @@ impl Agent {
     }
 }
 
+/// The longest command timeout the server accepts, in seconds (7 days); it
+/// refuses 0 too (`invalid_timeout`). Callers that take a timeout from
+/// users check it against this before submitting.
+pub const MAX_COMMAND_TIMEOUT_SECS: u32 = 7 * 86_400;
+
 /// A command to submit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CommandRequest {
@@ -234,7 +239,7 @@ pub struct CommandRequest {
     pub command: String,
     /// Security context.
     pub context: CommandContext,
-    /// Timeout in seconds.
+    /// Timeout in seconds, 1 to [`MAX_COMMAND_TIMEOUT_SECS`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout_secs: Option<u32>,
 }
@@ -371,12 +376,28 @@ pub struct WaitOptions {
     pub max_interval: Duration,
 }
 
+impl WaitOptions {
+    /// The first poll interval of the default options.
+    pub const DEFAULT_INITIAL_INTERVAL: Duration = Duration::from_millis(20);
+    /// The largest poll interval of the default options: a command that
+    /// ends is seen within half a second.
+    pub const DEFAULT_MAX_INTERVAL: Duration = Duration::from_millis(500);
+
+    /// The default polling, giving up after `timeout` (`None`: never).
+    pub fn with_timeout(timeout: Option<Duration>) -> Self {
+        WaitOptions {
+            timeout,
+            ..WaitOptions::default()
+        }
+    }
+}
+
 impl Default for WaitOptions {
     fn default() -> Self {
         WaitOptions {
             timeout: None,
-            initial_interval: Duration::from_millis(20),
-            max_interval: Duration::from_secs(1),
+            initial_interval: WaitOptions::DEFAULT_INITIAL_INTERVAL,
+            max_interval: WaitOptions::DEFAULT_MAX_INTERVAL,
         }
     }
 }
@@ -695,6 +716,19 @@ mod tests {
         assert!(!info.is_final());
         assert_eq!(info.stdout, "");
         assert_eq!(info.command_type, CommandType::Bash);
+    }
+
+    #[test]
+    fn wait_options_with_timeout_keep_the_default_polling() {
+        let d = WaitOptions::default();
+        assert_eq!(d.timeout, None);
+        let w = WaitOptions::with_timeout(Some(Duration::from_secs(3)));
+        assert_eq!(w.timeout, Some(Duration::from_secs(3)));
+        assert_eq!(
+            (w.initial_interval, w.max_interval),
+            (d.initial_interval, d.max_interval)
+        );
+        assert!(d.initial_interval <= d.max_interval);
     }
 
     #[tokio::test]

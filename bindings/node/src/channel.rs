@@ -4,9 +4,9 @@
 use napi::Env;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
-use rmm_core::channel::{Arch, Channel, Os, Version};
+use rmm_bindings_common::channel as common;
 
-use crate::errors::ErrorInfo;
+use crate::errors::IntoJs;
 
 /// An agent build in a downloads directory.
 #[napi(object)]
@@ -25,34 +25,17 @@ pub struct Release {
     pub sha256: String,
 }
 
-fn invalid(e: impl std::fmt::Display) -> ErrorInfo {
-    ErrorInfo::invalid(e.to_string())
-}
-
-fn decide(
-    dir: &str,
-    os: &str,
-    arch: &str,
-    channel: &str,
-    current: Option<&str>,
-) -> std::result::Result<Option<Release>, ErrorInfo> {
-    let os: Os = os.parse().map_err(invalid)?;
-    let arch = Arch::new(arch).map_err(invalid)?;
-    let channel: Channel = channel.parse().map_err(invalid)?;
-    let current = current
-        .map(|v| Version::parse(v.trim_start_matches('v')))
-        .transpose()
-        .map_err(|e| ErrorInfo::invalid(format!("invalid current version: {e}")))?;
-    let release = rmm_core::channel::latest_for_dir(dir, os, &arch, channel, current.as_ref())
-        .map_err(|e| ErrorInfo::new("RmmError", "scan_failed", e.to_string()))?;
-    Ok(release.map(|r| Release {
-        file_name: r.file_name().to_owned(),
-        os: r.os().to_string(),
-        arch: r.arch().to_string(),
-        version: r.version().to_string(),
-        channel: r.channel().to_string(),
-        sha256: r.sha256().to_string(),
-    }))
+impl From<common::Release> for Release {
+    fn from(r: common::Release) -> Self {
+        Release {
+            file_name: r.file_name,
+            os: r.os,
+            arch: r.arch,
+            version: r.version,
+            channel: r.channel,
+            sha256: r.sha256,
+        }
+    }
 }
 
 /// The build an agent on `os`/`arch` following `channel` (`stable` by
@@ -70,12 +53,8 @@ pub fn latest_for(
     channel: Option<String>,
     current: Option<String>,
 ) -> Result<Option<Release>> {
-    decide(
-        &dir,
-        &os,
-        &arch,
-        channel.as_deref().unwrap_or("stable"),
-        current.as_deref(),
-    )
-    .map_err(|e| e.into_js(&env))
+    let dir = std::path::Path::new(&dir);
+    common::latest_for(dir, &os, &arch, channel.as_deref(), current.as_deref())
+        .map(|r| r.map(Release::from))
+        .map_err(|e| e.into_js(&env))
 }

@@ -10,8 +10,11 @@
 //!   committed; the test suite checks the committed file against a fresh
 //!   generation.
 //! - The work is done by the Rust crates (`rmm-client`, `rmm-proxmox`,
-//!   `rmm-core`); this crate only converts at the edge: camelCase option
-//!   objects in, plain objects and typed errors out.
+//!   `rmm-core`) through `rmm-bindings-common`, which the Python binding
+//!   shares: argument checks, operations, flattened results and error
+//!   classification are there. This crate keeps what JavaScript shapes:
+//!   camelCase option objects in, Promises, plain objects and error objects
+//!   out.
 //! - Every I/O method returns a Promise: the future runs on the one tokio
 //!   runtime napi-rs keeps per process, and the result (or a typed error
 //!   object, see the `errors` module) is converted on the JavaScript thread.

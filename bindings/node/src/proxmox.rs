@@ -1,33 +1,22 @@
 //! `ProxmoxClient` (`rmm.proxmox.Client` in `rmm.js`) and `Upid`, over
-//! `rmm_proxmox`.
+//! `rmm_proxmox`. The operations, their argument checks and the flattening
+//! of readings are `rmm_bindings_common::proxmox`'s; here they become
+//! Promises, and the readings objects (64-bit counts as JavaScript numbers).
 
-use std::collections::HashMap;
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap};
 
 use napi::Env;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
-use rmm_proxmox::{
-    BackupMode, Compression, LxcConfigUpdate, RestoreRequest, VzdumpRequest, WaitOptions,
+use rmm_bindings_common::proxmox::{
+    self as common, ConfigChange as Change, ConnectArgs, Pve, RestoreArgs, VzdumpArgs,
 };
+use rmm_bindings_common::{Lang, parse_upid};
 
-use crate::errors::ErrorInfo;
+use crate::errors::{ErrorInfo, IntoJs};
 use crate::server::promise;
 
 type Res<T> = std::result::Result<T, ErrorInfo>;
-
-fn word<T: serde::Serialize>(v: &T) -> String {
-    match serde_json::to_value(v) {
-        Ok(serde_json::Value::String(s)) => s,
-        Ok(other) => other.to_string(),
-        Err(_) => "unknown".to_owned(),
-    }
-}
-
-fn parse_upid(text: &str) -> Res<rmm_proxmox::Upid> {
-    text.parse()
-        .map_err(|e| ErrorInfo::invalid(format!("invalid upid {text:?}: {e}")))
-}
 
 /// A parsed Proxmox task id (`UPID:node:pid:pstart:starttime:type:id:user:`).
 /// Operations resolve with the UPID text; `new Upid(text)` parses it.
@@ -406,124 +395,157 @@ pub struct ConfigChange {
     pub node: Option<String>,
 }
 
-fn lxc_summary(s: rmm_proxmox::LxcSummary) -> LxcSummary {
-    LxcSummary {
-        vmid: s.vmid,
-        name: s.name,
-        status: word(&s.status),
-        lock: s.lock,
-        tags: s.tags,
-        template: s.template,
-        cpu: s.cpu.get(),
-        mem: num(s.mem.get()),
-        maxmem: num(s.maxmem.get()),
-        disk: num(s.disk.get()),
-        maxdisk: num(s.maxdisk.get()),
-        uptime: num(s.uptime.get()),
-    }
-}
-
 fn num(v: Option<u64>) -> Option<f64> {
     v.map(|v| v as f64)
 }
 
-fn lxc_config(c: rmm_proxmox::LxcConfig) -> LxcConfig {
-    LxcConfig {
-        hostname: c.hostname,
-        ostype: c.ostype,
-        arch: c.arch,
-        cores: c.cores,
-        memory: num(c.memory),
-        swap: num(c.swap),
-        onboot: c.onboot,
-        unprivileged: c.unprivileged,
-        template: c.template,
-        description: c.description,
-        tags: c.tags,
-        lock: c.lock,
-        features: c.features.map(|f| f.to_string()),
-        rootfs: c.rootfs.map(|r| r.to_string()),
-        net: c
-            .net
-            .into_iter()
-            .map(|(i, n)| (i.to_string(), n.to_string()))
-            .collect(),
-        mp: c
-            .mp
-            .into_iter()
-            .map(|(i, m)| (i.to_string(), m.to_string()))
-            .collect(),
-        digest: c.digest,
-        other: c
-            .other
-            .into_iter()
-            .map(|(k, v)| {
-                let text = match v {
-                    serde_json::Value::String(s) => s,
-                    other => other.to_string(),
-                };
-                (k, text)
-            })
-            .collect(),
-    }
+fn texts<K: ToString>(map: BTreeMap<K, String>) -> HashMap<String, String> {
+    map.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
-fn wait_options(o: WaitTaskOptions) -> Res<WaitOptions> {
-    let timeout = o.timeout.unwrap_or(600.0);
-    if !(timeout.is_finite() && timeout > 0.0) {
-        return Err(ErrorInfo::invalid(format!(
-            "timeout must be a positive number of seconds, got {timeout}"
-        )));
-    }
-    let mut opts = WaitOptions::with_timeout(Duration::from_secs_f64(timeout));
-    if let Some(p) = o.poll_interval {
-        if !(p.is_finite() && p > 0.0) {
-            return Err(ErrorInfo::invalid(format!(
-                "pollInterval must be a positive number of seconds, got {p}"
-            )));
+impl From<common::Version> for PveVersion {
+    fn from(v: common::Version) -> Self {
+        PveVersion {
+            version: v.version,
+            release: v.release,
+            repoid: v.repoid,
         }
-        opts.initial_interval = Duration::from_secs_f64(p);
-        opts.max_interval = opts.max_interval.max(opts.initial_interval);
     }
-    Ok(opts)
 }
 
-fn backup_mode(mode: Option<String>) -> Res<Option<BackupMode>> {
-    mode.map(|m| match m.as_str() {
-        "snapshot" => Ok(BackupMode::Snapshot),
-        "suspend" => Ok(BackupMode::Suspend),
-        "stop" => Ok(BackupMode::Stop),
-        other => Err(ErrorInfo::invalid(format!(
-            "unknown backup mode {other:?}, expected snapshot, suspend or stop"
-        ))),
-    })
-    .transpose()
-}
-
-fn compression(c: Option<String>) -> Res<Option<Compression>> {
-    c.map(|c| match c.as_str() {
-        "none" | "0" => Ok(Compression::None),
-        "gzip" => Ok(Compression::Gzip),
-        "lzo" => Ok(Compression::Lzo),
-        "zstd" => Ok(Compression::Zstd),
-        other => Err(ErrorInfo::invalid(format!(
-            "unknown compression {other:?}, expected none, gzip, lzo or zstd"
-        ))),
-    })
-    .transpose()
-}
-
-fn config_value(v: Either3<String, f64, bool>) -> Res<String> {
-    Ok(match v {
-        Either3::A(s) => s,
-        Either3::B(n) if n.is_finite() && n.fract() == 0.0 => format!("{}", n as i64),
-        Either3::B(n) => {
-            return Err(ErrorInfo::invalid(format!(
-                "config values must be integers, strings or booleans, got {n}"
-            )));
+impl From<common::NodeSummary> for NodeSummary {
+    fn from(n: common::NodeSummary) -> Self {
+        NodeSummary {
+            node: n.node,
+            status: n.status,
+            cpu: n.cpu,
+            maxcpu: n.maxcpu,
+            mem: num(n.mem),
+            maxmem: num(n.maxmem),
+            uptime: num(n.uptime),
+            ssl_fingerprint: n.ssl_fingerprint,
         }
-        Either3::C(b) => if b { "1" } else { "0" }.to_owned(),
-    })
+    }
+}
+
+impl From<common::NodeStatus> for NodeStatus {
+    fn from(s: common::NodeStatus) -> Self {
+        NodeStatus {
+            cpu: s.cpu,
+            loadavg: s.loadavg,
+            uptime: num(s.uptime),
+            memory_total: num(s.memory_total),
+            memory_used: num(s.memory_used),
+            swap_total: num(s.swap_total),
+            swap_used: num(s.swap_used),
+            rootfs_total: num(s.rootfs_total),
+            rootfs_used: num(s.rootfs_used),
+            cpu_model: s.cpu_model,
+            cpus: s.cpus,
+            pveversion: s.pveversion,
+            kversion: s.kversion,
+        }
+    }
+}
+
+impl From<common::LxcSummary> for LxcSummary {
+    fn from(s: common::LxcSummary) -> Self {
+        LxcSummary {
+            vmid: s.vmid,
+            name: s.name,
+            status: s.status,
+            lock: s.lock,
+            tags: s.tags,
+            template: s.template,
+            cpu: s.cpu,
+            mem: num(s.mem),
+            maxmem: num(s.maxmem),
+            disk: num(s.disk),
+            maxdisk: num(s.maxdisk),
+            uptime: num(s.uptime),
+        }
+    }
+}
+
+impl From<common::LxcConfig> for LxcConfig {
+    fn from(c: common::LxcConfig) -> Self {
+        LxcConfig {
+            hostname: c.hostname,
+            ostype: c.ostype,
+            arch: c.arch,
+            cores: c.cores,
+            memory: num(c.memory),
+            swap: num(c.swap),
+            onboot: c.onboot,
+            unprivileged: c.unprivileged,
+            template: c.template,
+            description: c.description,
+            tags: c.tags,
+            lock: c.lock,
+            features: c.features,
+            rootfs: c.rootfs,
+            net: texts(c.net),
+            mp: texts(c.mp),
+            digest: c.digest,
+            other: texts(c.other),
+        }
+    }
+}
+
+impl From<common::SnapshotInfo> for SnapshotInfo {
+    fn from(s: common::SnapshotInfo) -> Self {
+        SnapshotInfo {
+            name: s.name,
+            parent: s.parent,
+            description: s.description,
+            snaptime: s.snaptime,
+        }
+    }
+}
+
+impl From<common::StorageSummary> for StorageSummary {
+    fn from(s: common::StorageSummary) -> Self {
+        StorageSummary {
+            storage: s.storage,
+            r#type: s.r#type,
+            content: s.content,
+            active: s.active,
+            enabled: s.enabled,
+            shared: s.shared,
+            total: num(s.total),
+            used: num(s.used),
+            avail: num(s.avail),
+        }
+    }
+}
+
+impl From<common::TaskStatus> for TaskStatus {
+    fn from(s: common::TaskStatus) -> Self {
+        TaskStatus {
+            status: s.status,
+            exitstatus: s.exitstatus,
+            r#type: s.r#type,
+            node: s.node,
+        }
+    }
+}
+
+impl From<common::TaskOutcome> for TaskOutcome {
+    fn from(o: common::TaskOutcome) -> Self {
+        TaskOutcome {
+            upid: o.upid.to_string(),
+            warnings: o.warnings,
+            exitstatus: o.exitstatus,
+        }
+    }
+}
+
+fn config_value(v: Either3<String, f64, bool>) -> common::ConfigValue {
+    match v {
+        Either3::A(s) => common::ConfigValue::Text(s),
+        Either3::B(n) => common::ConfigValue::Number(n),
+        Either3::C(b) => common::ConfigValue::Bool(b),
+    }
 }
 
 /// A Proxmox VE API client (API-token auth; pinned, CA-verified or
@@ -532,26 +554,17 @@ fn config_value(v: Either3<String, f64, bool>) -> Res<String> {
 /// `TaskFailed` unless it ended `OK`.
 #[napi]
 pub struct ProxmoxClient {
-    inner: rmm_proxmox::Client,
+    pve: Pve,
     url: String,
-    node: Option<String>,
 }
 
 impl ProxmoxClient {
     fn build(config: rmm_proxmox::Config) -> Res<Self> {
+        let client = rmm_proxmox::Client::new(&config)?;
         Ok(ProxmoxClient {
-            inner: rmm_proxmox::Client::new(&config)?,
-            url: config.url.clone(),
-            node: config.node.clone(),
+            pve: Pve::new(client, config.node.clone(), Lang::JavaScript),
+            url: config.url,
         })
-    }
-
-    /// The client and the node to use.
-    fn with_node(&self, node: Option<String>) -> (rmm_proxmox::Client, Res<String>) {
-        let node = node.or_else(|| self.node.clone()).ok_or_else(|| {
-            ErrorInfo::invalid("no node given and the client has no default node (pass node)")
-        });
-        (self.inner.clone(), node)
     }
 }
 
@@ -560,27 +573,18 @@ impl ProxmoxClient {
     /// A client from explicit settings.
     #[napi(constructor)]
     pub fn new(env: Env, options: ProxmoxOptions) -> Result<Self> {
-        let make = || -> Res<Self> {
-            let mut raw = serde_json::json!({
-                "url": options.url,
-                "token_id": options.token_id,
-                "token_secret": options.token_secret,
-                "insecure": options.insecure.unwrap_or(false),
-                "timeout_secs": options.timeout.unwrap_or(30),
-                "retries": options.retries.unwrap_or(2),
-            });
-            if let Some(fp) = &options.fingerprint {
-                raw["fingerprint"] = fp.as_str().into();
-            }
-            if let Some(ca) = &options.ca_file {
-                raw["ca_file"] = ca.as_str().into();
-            }
-            if let Some(n) = &options.node {
-                raw["node"] = n.as_str().into();
-            }
-            let config = rmm_proxmox::Config::from_json_with_env(&raw.to_string(), |_| None)?;
-            Self::build(config)
+        let args = ConnectArgs {
+            url: options.url,
+            token_id: options.token_id,
+            token_secret: options.token_secret,
+            fingerprint: options.fingerprint,
+            ca_file: options.ca_file,
+            insecure: options.insecure.unwrap_or(false),
+            node: options.node,
+            timeout_secs: options.timeout.map(u64::from),
+            retries: options.retries,
         };
+        let make = || -> Res<Self> { Self::build(args.config()?) };
         make().map_err(|e| e.into_js(&env))
     }
 
@@ -604,41 +608,26 @@ impl ProxmoxClient {
     /// The default node, if configured.
     #[napi(getter)]
     pub fn node(&self) -> Option<String> {
-        self.node.clone()
+        self.pve.default_node().map(str::to_owned)
     }
 
     /// `GET /version`.
     #[napi]
     pub fn version<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, PveVersion>> {
-        let c = self.inner.clone();
-        promise(env, async move {
-            let v = c.version().await?;
-            Ok(PveVersion {
-                version: v.version,
-                release: v.release,
-                repoid: v.repoid,
-            })
-        })
+        let pve = self.pve.clone();
+        promise(env, async move { Ok(pve.version().await?.into()) })
     }
 
     /// `GET /nodes`.
     #[napi]
     pub fn nodes<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, Vec<NodeSummary>>> {
-        let c = self.inner.clone();
+        let pve = self.pve.clone();
         promise(env, async move {
-            Ok(c.nodes()
+            Ok(pve
+                .nodes()
                 .await?
                 .into_iter()
-                .map(|n| NodeSummary {
-                    node: n.node,
-                    status: word(&n.status),
-                    cpu: n.cpu.get(),
-                    maxcpu: n.maxcpu.get(),
-                    mem: num(n.mem.get()),
-                    maxmem: num(n.maxmem.get()),
-                    uptime: num(n.uptime.get()),
-                    ssl_fingerprint: n.ssl_fingerprint,
-                })
+                .map(NodeSummary::from)
                 .collect())
         })
     }
@@ -650,25 +639,8 @@ impl ProxmoxClient {
         env: &'env Env,
         node: Option<String>,
     ) -> Result<PromiseRaw<'env, NodeStatus>> {
-        let (c, node) = self.with_node(node);
-        promise(env, async move {
-            let s = c.node_status(&node?).await?;
-            Ok(NodeStatus {
-                cpu: s.cpu.get(),
-                loadavg: s.loadavg.into_parsed().unwrap_or_default(),
-                uptime: num(s.uptime.get()),
-                memory_total: num(s.memory.total.get()),
-                memory_used: num(s.memory.used.get()),
-                swap_total: num(s.swap.total.get()),
-                swap_used: num(s.swap.used.get()),
-                rootfs_total: num(s.rootfs.total.get()),
-                rootfs_used: num(s.rootfs.used.get()),
-                cpu_model: s.cpuinfo.model,
-                cpus: s.cpuinfo.cpus.get(),
-                pveversion: s.pveversion,
-                kversion: s.kversion,
-            })
-        })
+        let pve = self.pve.clone();
+        promise(env, async move { Ok(pve.node_status(node).await?.into()) })
     }
 
     /// `GET /nodes/{node}/lxc`.
@@ -678,12 +650,13 @@ impl ProxmoxClient {
         env: &'env Env,
         node: Option<String>,
     ) -> Result<PromiseRaw<'env, Vec<LxcSummary>>> {
-        let (c, node) = self.with_node(node);
+        let pve = self.pve.clone();
         promise(env, async move {
-            Ok(c.lxc_list(&node?)
+            Ok(pve
+                .lxc_list(node)
                 .await?
                 .into_iter()
-                .map(lxc_summary)
+                .map(LxcSummary::from)
                 .collect())
         })
     }
@@ -696,10 +669,11 @@ impl ProxmoxClient {
         vmid: u32,
         node: Option<String>,
     ) -> Result<PromiseRaw<'env, LxcSummary>> {
-        let (c, node) = self.with_node(node);
-        promise(env, async move {
-            Ok(lxc_summary(c.lxc_status(&node?, vmid).await?))
-        })
+        let pve = self.pve.clone();
+        promise(
+            env,
+            async move { Ok(pve.lxc_status(vmid, node).await?.into()) },
+        )
     }
 
     /// `GET /nodes/{node}/lxc/{vmid}/config`.
@@ -710,10 +684,11 @@ impl ProxmoxClient {
         vmid: u32,
         node: Option<String>,
     ) -> Result<PromiseRaw<'env, LxcConfig>> {
-        let (c, node) = self.with_node(node);
-        promise(env, async move {
-            Ok(lxc_config(c.lxc_config(&node?, vmid).await?))
-        })
+        let pve = self.pve.clone();
+        promise(
+            env,
+            async move { Ok(pve.lxc_config(vmid, node).await?.into()) },
+        )
     }
 
     /// `GET /nodes/{node}/lxc/{vmid}/snapshot`.
@@ -724,18 +699,10 @@ impl ProxmoxClient {
         vmid: u32,
         node: Option<String>,
     ) -> Result<PromiseRaw<'env, Vec<SnapshotInfo>>> {
-        let (c, node) = self.with_node(node);
+        let pve = self.pve.clone();
         promise(env, async move {
-            Ok(c.lxc_snapshots(&node?, vmid)
-                .await?
-                .into_iter()
-                .map(|s| SnapshotInfo {
-                    name: s.name,
-                    parent: s.parent,
-                    description: s.description,
-                    snaptime: s.snaptime,
-                })
-                .collect())
+            let list = pve.lxc_snapshots(vmid, node).await?;
+            Ok(list.into_iter().map(SnapshotInfo::from).collect())
         })
     }
 
@@ -746,23 +713,10 @@ impl ProxmoxClient {
         env: &'env Env,
         node: Option<String>,
     ) -> Result<PromiseRaw<'env, Vec<StorageSummary>>> {
-        let (c, node) = self.with_node(node);
+        let pve = self.pve.clone();
         promise(env, async move {
-            Ok(c.storage(&node?)
-                .await?
-                .into_iter()
-                .map(|s| StorageSummary {
-                    storage: s.storage,
-                    r#type: s.kind,
-                    content: s.content,
-                    active: s.active,
-                    enabled: s.enabled,
-                    shared: s.shared,
-                    total: num(s.total.get()),
-                    used: num(s.used.get()),
-                    avail: num(s.avail.get()),
-                })
-                .collect())
+            let list = pve.storage(node).await?;
+            Ok(list.into_iter().map(StorageSummary::from).collect())
         })
     }
 
@@ -773,10 +727,7 @@ impl ProxmoxClient {
         env: &'env Env,
         path: String,
     ) -> Result<PromiseRaw<'env, Vec<String>>> {
-        let c = self.inner.clone();
-        promise(env, async move {
-            Ok(c.permissions(&path).await?.into_iter().collect())
-        })
+        promise(env, self.pve.clone().permissions(path))
     }
 
     /// Which of `wanted` the token lacks (empty: all held).
@@ -786,19 +737,13 @@ impl ProxmoxClient {
         env: &'env Env,
         wanted: Vec<Privilege>,
     ) -> Result<PromiseRaw<'env, Vec<Privilege>>> {
-        let c = self.inner.clone();
+        let pve = self.pve.clone();
+        let pairs = wanted.into_iter().map(|p| (p.path, p.privilege)).collect();
         promise(env, async move {
-            let pairs: Vec<(&str, &str)> = wanted
-                .iter()
-                .map(|p| (p.path.as_str(), p.privilege.as_str()))
-                .collect();
-            Ok(c.check_privileges(&pairs)
-                .await?
+            let missing = pve.check_privileges(pairs).await?;
+            Ok(missing
                 .into_iter()
-                .map(|m| Privilege {
-                    path: m.path,
-                    privilege: m.privilege,
-                })
+                .map(|(path, privilege)| Privilege { path, privilege })
                 .collect())
         })
     }
@@ -810,15 +755,9 @@ impl ProxmoxClient {
         env: &'env Env,
         upid: String,
     ) -> Result<PromiseRaw<'env, TaskStatus>> {
-        let c = self.inner.clone();
+        let pve = self.pve.clone();
         promise(env, async move {
-            let s = c.task_status(&parse_upid(&upid)?).await?;
-            Ok(TaskStatus {
-                status: word(&s.status),
-                exitstatus: s.exitstatus,
-                r#type: s.kind,
-                node: s.node,
-            })
+            Ok(pve.task_status(parse_upid(&upid)?).await?.into())
         })
     }
 
@@ -831,16 +770,14 @@ impl ProxmoxClient {
         upid: String,
         options: Option<WaitTaskOptions>,
     ) -> Result<PromiseRaw<'env, TaskOutcome>> {
-        let c = self.inner.clone();
-        let opts = options.unwrap_or_default();
+        let pve = self.pve.clone();
+        let o = options.unwrap_or_default();
         promise(env, async move {
             let upid = parse_upid(&upid)?;
-            let o = c.wait_task(&upid, wait_options(opts)?).await?;
-            Ok(TaskOutcome {
-                upid: o.upid.to_string(),
-                warnings: o.warnings,
-                exitstatus: o.exitstatus,
-            })
+            Ok(pve
+                .wait_task(upid, o.timeout, o.poll_interval)
+                .await?
+                .into())
         })
     }
 
@@ -854,13 +791,11 @@ impl ProxmoxClient {
         options: Option<SnapshotOptions>,
     ) -> Result<PromiseRaw<'env, String>> {
         let o = options.unwrap_or_default();
-        let (c, node) = self.with_node(o.node);
-        promise(env, async move {
-            let u = c
-                .snapshot_lxc(&node?, vmid, &snapname, o.description.as_deref())
-                .await?;
-            Ok(u.to_string())
-        })
+        let task = self
+            .pve
+            .clone()
+            .snapshot_lxc(vmid, snapname, o.description, o.node);
+        promise(env, upid_text(task))
     }
 
     /// Rolls back to a snapshot; resolves with the task's UPID.
@@ -873,13 +808,11 @@ impl ProxmoxClient {
         options: Option<RollbackOptions>,
     ) -> Result<PromiseRaw<'env, String>> {
         let o = options.unwrap_or_default();
-        let (c, node) = self.with_node(o.node);
-        promise(env, async move {
-            let u = c
-                .rollback_lxc(&node?, vmid, &snapname, o.start.unwrap_or(false))
-                .await?;
-            Ok(u.to_string())
-        })
+        let task = self
+            .pve
+            .clone()
+            .rollback_lxc(vmid, snapname, o.start, o.node);
+        promise(env, upid_text(task))
     }
 
     /// Deletes a snapshot; resolves with the task's UPID.
@@ -892,13 +825,11 @@ impl ProxmoxClient {
         options: Option<DeleteSnapshotOptions>,
     ) -> Result<PromiseRaw<'env, String>> {
         let o = options.unwrap_or_default();
-        let (c, node) = self.with_node(o.node);
-        promise(env, async move {
-            let u = c
-                .delete_lxc_snapshot(&node?, vmid, &snapname, o.force.unwrap_or(false))
-                .await?;
-            Ok(u.to_string())
-        })
+        let task = self
+            .pve
+            .clone()
+            .delete_lxc_snapshot(vmid, snapname, o.force, o.node);
+        promise(env, upid_text(task))
     }
 
     /// Starts a container; resolves with the task's UPID.
@@ -909,10 +840,7 @@ impl ProxmoxClient {
         vmid: u32,
         node: Option<String>,
     ) -> Result<PromiseRaw<'env, String>> {
-        let (c, node) = self.with_node(node);
-        promise(env, async move {
-            Ok(c.start_lxc(&node?, vmid).await?.to_string())
-        })
+        promise(env, upid_text(self.pve.clone().start_lxc(vmid, node)))
     }
 
     /// Stops a container; resolves with the task's UPID.
@@ -923,10 +851,7 @@ impl ProxmoxClient {
         vmid: u32,
         node: Option<String>,
     ) -> Result<PromiseRaw<'env, String>> {
-        let (c, node) = self.with_node(node);
-        promise(env, async move {
-            Ok(c.stop_lxc(&node?, vmid).await?.to_string())
-        })
+        promise(env, upid_text(self.pve.clone().stop_lxc(vmid, node)))
     }
 
     /// Restores a container from a backup archive; resolves with the task's
@@ -940,20 +865,15 @@ impl ProxmoxClient {
         options: Option<RestoreOptions>,
     ) -> Result<PromiseRaw<'env, String>> {
         let o = options.unwrap_or_default();
-        let (c, node) = self.with_node(o.node.clone());
-        promise(env, async move {
-            let mut req = RestoreRequest::new(vmid, &archive)
-                .force(o.force.unwrap_or(false))
-                .start(o.start.unwrap_or(false));
-            req.unique = o.unique.unwrap_or(true);
-            if let Some(s) = &o.storage {
-                req = req.storage(s);
-            }
-            if let Some(h) = &o.hostname {
-                req = req.hostname(h);
-            }
-            Ok(c.restore_lxc(&node?, &req).await?.to_string())
-        })
+        let args = RestoreArgs {
+            storage: o.storage,
+            hostname: o.hostname,
+            force: o.force,
+            unique: o.unique,
+            start: o.start,
+        };
+        let task = self.pve.clone().restore_lxc(vmid, archive, args, o.node);
+        promise(env, upid_text(task))
     }
 
     /// Backs up guests (vzdump); resolves with the task's UPID.
@@ -965,20 +885,12 @@ impl ProxmoxClient {
         options: Option<VzdumpOptions>,
     ) -> Result<PromiseRaw<'env, String>> {
         let o = options.unwrap_or_default();
-        let (c, node) = self.with_node(o.node.clone());
-        promise(env, async move {
-            let mut req = VzdumpRequest::new(&vmids);
-            if let Some(s) = &o.storage {
-                req = req.storage(s);
-            }
-            if let Some(m) = backup_mode(o.mode)? {
-                req = req.mode(m);
-            }
-            if let Some(x) = compression(o.compress)? {
-                req = req.compress(x);
-            }
-            Ok(c.vzdump(&node?, &req).await?.to_string())
-        })
+        let args = VzdumpArgs {
+            storage: o.storage,
+            mode: o.mode,
+            compress: o.compress,
+        };
+        promise(env, upid_text(self.pve.clone().vzdump(vmids, args, o.node)))
     }
 
     /// Changes a container's configuration (applied synchronously by
@@ -991,22 +903,20 @@ impl ProxmoxClient {
         vmid: u32,
         change: ConfigChange,
     ) -> Result<PromiseRaw<'env, ()>> {
-        let (c, node) = self.with_node(change.node.clone());
-        promise(env, async move {
-            let mut update = LxcConfigUpdate::new();
-            let mut set: Vec<_> = change.set.unwrap_or_default().into_iter().collect();
-            set.sort_by(|a, b| a.0.cmp(&b.0));
-            for (k, v) in set {
-                update = update.set(&k, config_value(v)?);
-            }
-            for k in change.delete.unwrap_or_default() {
-                update = update.delete(&k);
-            }
-            if let Some(d) = &change.digest {
-                update = update.digest(d);
-            }
-            c.set_lxc_config(&node?, vmid, &update).await?;
-            Ok(())
-        })
+        let set = change.set.unwrap_or_default().into_iter();
+        let update = Change {
+            set: set.map(|(k, v)| (k, config_value(v))).collect(),
+            delete: change.delete.unwrap_or_default(),
+            digest: change.digest,
+        };
+        promise(
+            env,
+            self.pve.clone().set_lxc_config(vmid, update, change.node),
+        )
     }
+}
+
+/// A task-starting operation resolving with the UPID's text.
+async fn upid_text(task: impl std::future::Future<Output = Res<rmm_proxmox::Upid>>) -> Res<String> {
+    Ok(task.await?.to_string())
 }

@@ -1,19 +1,18 @@
-//! `Client`: the rmm server API (`rmm_client`), Promise-based.
+//! `Client`: the rmm server API (`rmm_client`), Promise-based. The
+//! operations, their argument checks and the flattening of results are
+//! `rmm_bindings_common::server`'s; here they become Promises and objects.
 
 use std::future::Future;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use napi::Env;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
-use rmm_client::{
-    CommandContext, CommandPage, CommandRequest, CommandType,
-    EnrollmentOptions as ClientEnrollment, WaitOptions,
-};
-use uuid::Uuid;
+use rmm_bindings_common::server::{self as ops, Run, RunArgs, wait_options};
+use rmm_bindings_common::{Lang, parse_id};
+use rmm_client::{CommandPage, EnrollmentOptions as ClientEnrollment};
 
-use crate::errors::ErrorInfo;
+use crate::errors::{ErrorInfo, IntoJs};
 
 /// Runs `fut` on the addon's tokio runtime and returns a Promise; an
 /// `ErrorInfo` becomes a rejection with a typed error object.
@@ -24,14 +23,6 @@ where
 {
     env.spawn_future_with_callback(async move { Ok(fut.await) }, |env, r| {
         r.map_err(|e| e.into_js(env))
-    })
-}
-
-pub(crate) fn parse_uuid(what: &str, text: &str) -> std::result::Result<Uuid, ErrorInfo> {
-    Uuid::parse_str(text.trim()).map_err(|_| {
-        ErrorInfo::invalid(format!(
-            "{what} {text:?} is not a valid id (expected a UUID)"
-        ))
     })
 }
 
@@ -64,11 +55,11 @@ pub struct Agent {
     pub address: Option<String>,
 }
 
-impl From<rmm_client::Agent> for Agent {
-    fn from(a: rmm_client::Agent) -> Self {
+impl From<ops::Agent> for Agent {
+    fn from(a: ops::Agent) -> Self {
         Agent {
-            online: a.is_online(),
-            id: a.id.to_string(),
+            online: a.online(),
+            id: a.id,
             name: a.name,
             hostname: a.hostname,
             os: a.os,
@@ -134,17 +125,17 @@ pub struct CommandResult {
     pub ok: bool,
 }
 
-impl From<rmm_client::CommandInfo> for CommandResult {
-    fn from(c: rmm_client::CommandInfo) -> Self {
+impl From<ops::CommandResult> for CommandResult {
+    fn from(c: ops::CommandResult) -> Self {
         CommandResult {
             is_final: c.is_final(),
-            ok: c.is_success(),
-            id: c.id.to_string(),
-            agent_id: c.agent_id.to_string(),
-            command_type: c.command_type.as_str().to_owned(),
-            command: c.command_text,
-            context: c.context.map(|c| c.as_str().to_owned()),
-            timeout: c.timeout_secs,
+            ok: c.ok(),
+            id: c.id,
+            agent_id: c.agent_id,
+            command_type: c.command_type,
+            command: c.command,
+            context: c.context,
+            timeout: c.timeout,
             status: c.status,
             phase: c.phase,
             exit_code: c.exit_code,
@@ -175,6 +166,17 @@ pub struct EnrollmentBundle {
     pub command: String,
     /// When the token expires.
     pub expires_at: DateTime<Utc>,
+}
+
+impl From<ops::EnrollmentBundle> for EnrollmentBundle {
+    fn from(b: ops::EnrollmentBundle) -> Self {
+        EnrollmentBundle {
+            agent_id: b.agent_id,
+            token: b.token,
+            command: b.command,
+            expires_at: b.expires_at,
+        }
+    }
 }
 
 /// Options of `Client.run`.
@@ -214,56 +216,6 @@ pub struct EnrollmentOptions {
     pub server_url: Option<String>,
     /// `stable` (default) or `beta`.
     pub channel: Option<String>,
-}
-
-fn wait_options(wait_timeout: Option<f64>) -> std::result::Result<WaitOptions, ErrorInfo> {
-    let timeout = match wait_timeout {
-        None => None,
-        Some(t) if t.is_finite() && t >= 0.0 => Some(Duration::from_secs_f64(t)),
-        Some(t) => {
-            return Err(ErrorInfo::invalid(format!(
-                "waitTimeout must be a non-negative number of seconds, got {t}"
-            )));
-        }
-    };
-    Ok(WaitOptions {
-        timeout,
-        initial_interval: Duration::from_millis(20),
-        max_interval: Duration::from_millis(500),
-    })
-}
-
-fn command_request(
-    command: String,
-    opts: &RunOptions,
-) -> std::result::Result<CommandRequest, ErrorInfo> {
-    let command_type: CommandType = opts
-        .command_type
-        .as_deref()
-        .unwrap_or("shell")
-        .parse()
-        .map_err(|e: rmm_core::protocol::UnknownWord| ErrorInfo::invalid(e.to_string()))?;
-    let context: CommandContext = opts
-        .context
-        .as_deref()
-        .unwrap_or("system")
-        .parse()
-        .map_err(|e: rmm_core::protocol::UnknownWord| ErrorInfo::invalid(e.to_string()))?;
-    let timeout_secs = match opts.timeout {
-        None => None,
-        Some(t) if t.is_finite() && t > 0.0 && t <= 7.0 * 86_400.0 => Some(t.ceil() as u32),
-        Some(t) => {
-            return Err(ErrorInfo::invalid(format!(
-                "timeout must be between 1 second and 7 days, got {t}"
-            )));
-        }
-    };
-    Ok(CommandRequest {
-        command_type,
-        command,
-        context,
-        timeout_secs,
-    })
 }
 
 /// A client for an rmm server. Every method returns a Promise; failures
@@ -309,7 +261,7 @@ impl Client {
         password: String,
     ) -> Result<PromiseRaw<'env, String>> {
         let c = self.inner.clone();
-        promise(env, async move { Ok(c.login(&email, &password).await?) })
+        promise(env, ops::login(c, email, password))
     }
 
     /// Every agent.
@@ -317,7 +269,7 @@ impl Client {
     pub fn agents<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, Vec<Agent>>> {
         let c = self.inner.clone();
         promise(env, async move {
-            Ok(c.agents().await?.into_iter().map(Agent::from).collect())
+            Ok(ops::agents(c).await?.into_iter().map(Agent::from).collect())
         })
     }
 
@@ -326,8 +278,8 @@ impl Client {
     pub fn agent<'env>(&self, env: &'env Env, agent_id: String) -> Result<PromiseRaw<'env, Agent>> {
         let c = self.inner.clone();
         promise(env, async move {
-            let id = parse_uuid("agent id", &agent_id)?;
-            Ok(c.agent(id).await?.into())
+            let id = parse_id(&agent_id, Some("agent id"))?;
+            Ok(ops::agent(c, id).await?.into())
         })
     }
 
@@ -345,16 +297,16 @@ impl Client {
         let c = self.inner.clone();
         let opts = options.unwrap_or_default();
         promise(env, async move {
-            let agent = parse_uuid("agent id", &agent_id)?;
-            let req = command_request(command, &opts)?;
-            let wait = wait_options(opts.wait_timeout)?;
-            let id = c.submit(agent, &req).await?;
-            let info = if opts.wait.unwrap_or(true) {
-                c.wait(id, wait).await?
-            } else {
-                c.command(id).await?
+            let agent = parse_id(&agent_id, Some("agent id"))?;
+            let args = RunArgs {
+                command_type: opts.command_type.as_deref(),
+                context: opts.context.as_deref(),
+                timeout: opts.timeout,
+                wait: opts.wait,
+                wait_timeout: opts.wait_timeout,
             };
-            Ok(info.into())
+            let run = Run::parse(Lang::JavaScript, command, args)?;
+            Ok(ops::run(c, agent, run).await?.into())
         })
     }
 
@@ -367,8 +319,8 @@ impl Client {
     ) -> Result<PromiseRaw<'env, CommandResult>> {
         let c = self.inner.clone();
         promise(env, async move {
-            let id = parse_uuid("command id", &command_id)?;
-            Ok(c.command(id).await?.into())
+            let id = parse_id(&command_id, Some("command id"))?;
+            Ok(ops::command(c, id).await?.into())
         })
     }
 
@@ -383,8 +335,9 @@ impl Client {
     ) -> Result<PromiseRaw<'env, CommandResult>> {
         let c = self.inner.clone();
         promise(env, async move {
-            let id = parse_uuid("command id", &command_id)?;
-            Ok(c.wait(id, wait_options(timeout)?).await?.into())
+            let id = parse_id(&command_id, Some("command id"))?;
+            let opts = wait_options(Lang::JavaScript, timeout)?;
+            Ok(ops::wait(c, id, opts).await?.into())
         })
     }
 
@@ -398,8 +351,8 @@ impl Client {
     ) -> Result<PromiseRaw<'env, CommandResult>> {
         let c = self.inner.clone();
         promise(env, async move {
-            let id = parse_uuid("command id", &command_id)?;
-            Ok(c.cancel(id).await?.into())
+            let id = parse_id(&command_id, Some("command id"))?;
+            Ok(ops::cancel(c, id).await?.into())
         })
     }
 
@@ -415,21 +368,18 @@ impl Client {
         let c = self.inner.clone();
         let opts = options.unwrap_or_default();
         promise(env, async move {
-            let agent = parse_uuid("agent id", &agent_id)?;
+            let agent = parse_id(&agent_id, Some("agent id"))?;
             let before = opts
                 .before
                 .as_deref()
-                .map(|b| parse_uuid("before", b))
+                .map(|b| parse_id(b, Some("before")))
                 .transpose()?;
             let page = CommandPage {
                 limit: opts.limit,
                 before,
             };
-            Ok(c.agent_commands(agent, page)
-                .await?
-                .into_iter()
-                .map(CommandResult::from)
-                .collect())
+            let list = ops::agent_commands(c, agent, page).await?;
+            Ok(list.into_iter().map(CommandResult::from).collect())
         })
     }
 
@@ -448,13 +398,7 @@ impl Client {
                 server_url: opts.server_url,
                 channel: opts.channel,
             };
-            let b = c.create_enrollment_with(&agent_name, &o).await?;
-            Ok(EnrollmentBundle {
-                agent_id: b.agent_id.to_string(),
-                token: b.token,
-                command: b.command,
-                expires_at: b.expires_at,
-            })
+            Ok(ops::create_enrollment(c, agent_name, o).await?.into())
         })
     }
 }

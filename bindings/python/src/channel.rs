@@ -1,10 +1,10 @@
 //! `rmm.channel`: which agent build a release channel offers
-//! (`rmm_core::channel`).
+//! (`rmm_core::channel`, through `rmm_bindings_common::channel`).
 
 use pyo3::prelude::*;
-use rmm_core::channel::{Arch, Channel, Os, Version};
+use rmm_bindings_common::channel as common;
 
-use crate::errors::ErrorInfo;
+use crate::errors::IntoPyErr;
 
 /// An agent build in a downloads directory.
 #[pyclass(frozen, get_all, module = "rmm.channel")]
@@ -34,34 +34,17 @@ impl Release {
     }
 }
 
-fn invalid(e: impl std::fmt::Display) -> ErrorInfo {
-    ErrorInfo::invalid(e.to_string())
-}
-
-fn decide(
-    dir: &std::path::Path,
-    os: &str,
-    arch: &str,
-    channel: &str,
-    current: Option<&str>,
-) -> Result<Option<Release>, ErrorInfo> {
-    let os: Os = os.parse().map_err(invalid)?;
-    let arch = Arch::new(arch).map_err(invalid)?;
-    let channel: Channel = channel.parse().map_err(invalid)?;
-    let current = current
-        .map(|v| Version::parse(v.trim_start_matches('v')))
-        .transpose()
-        .map_err(|e| ErrorInfo::invalid(format!("invalid current version: {e}")))?;
-    let release = rmm_core::channel::latest_for_dir(dir, os, &arch, channel, current.as_ref())
-        .map_err(|e| ErrorInfo::new("RmmError", "scan_failed", e.to_string()))?;
-    Ok(release.map(|r| Release {
-        file_name: r.file_name().to_owned(),
-        os: r.os().to_string(),
-        arch: r.arch().to_string(),
-        version: r.version().to_string(),
-        channel: r.channel().to_string(),
-        sha256: r.sha256().to_string(),
-    }))
+impl From<common::Release> for Release {
+    fn from(r: common::Release) -> Self {
+        Release {
+            file_name: r.file_name,
+            os: r.os,
+            arch: r.arch,
+            version: r.version,
+            channel: r.channel,
+            sha256: r.sha256,
+        }
+    }
 }
 
 /// The build an agent on `os`/`arch` following `channel` should get from
@@ -79,5 +62,7 @@ pub fn latest_for(
     channel: &str,
     current: Option<&str>,
 ) -> PyResult<Option<Release>> {
-    decide(&dir, os, arch, channel, current).map_err(|e| e.into_pyerr(py))
+    common::latest_for(&dir, os, arch, Some(channel), current)
+        .map(|r| r.map(Release::from))
+        .map_err(|e| e.into_pyerr(py))
 }

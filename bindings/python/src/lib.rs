@@ -8,8 +8,10 @@
 //!   defines the exception hierarchy (`rmm._errors`, rooted at
 //!   `rmm.RmmError`), which this module instantiates.
 //! - The work is done by the Rust crates (`rmm-client`, `rmm-proxmox`,
-//!   `rmm-core`); this crate only converts at the edge: arguments in,
-//!   value classes and exceptions out.
+//!   `rmm-core`) through `rmm-bindings-common`, which the Node binding
+//!   shares: argument checks, operations, flattened results and error
+//!   classification are there. This crate keeps what Python shapes:
+//!   argument extraction, pyclasses, the GIL, asyncio and exceptions.
 //! - Every operation is written once as a future. The blocking classes run
 //!   it on the process's tokio runtime with the GIL released (other Python
 //!   threads keep running; Ctrl-C is honoured), the `Async*` classes hand it

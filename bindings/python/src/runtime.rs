@@ -19,7 +19,7 @@ use pyo3_async_runtimes::TaskLocals;
 use pyo3_async_runtimes::generic::{self, ContextExt, JoinError, Runtime};
 use tokio::runtime::Runtime as TokioRuntime;
 
-use crate::errors::ErrorInfo;
+use crate::errors::{ErrorInfo, IntoPyErr};
 
 static RUNTIME: Mutex<Option<(u32, &'static TokioRuntime)>> = Mutex::new(None);
 

@@ -1,22 +1,23 @@
 //! `rmm.Client` / `rmm.AsyncClient` over `rmm_client`, and the value classes
 //! they return (`Agent`, `CommandResult`, `EnrollmentBundle`).
 //!
-//! Both clients share one core: every operation is an `async fn` here,
-//! which `Client` runs with [`block_on`] (GIL released) and `AsyncClient`
-//! hands to asyncio with [`awaitable`].
+//! The operations, their argument checks and the flattening of results are
+//! `rmm_bindings_common::server`'s; here each is run by `Client` with
+//! [`block_on`] (GIL released) and handed to asyncio by `AsyncClient` with
+//! [`awaitable`], and the results are copied into pyclasses.
 
+use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use pyo3::prelude::*;
 use pyo3::types::PyString;
-use rmm_client::{
-    CommandContext, CommandPage, CommandRequest, CommandType, EnrollmentOptions, WaitOptions,
-};
+use rmm_bindings_common::server::{self as ops, Run, RunArgs, wait_options};
+use rmm_bindings_common::{Lang, parse_id};
+use rmm_client::{CommandPage, EnrollmentOptions};
 use uuid::Uuid;
 
-use crate::errors::ErrorInfo;
+use crate::errors::{ErrorInfo, IntoPyErr};
 use crate::runtime::{PerProcess, awaitable, block_on};
 
 /// A UUID argument: `str`, `uuid.UUID`, or an object with an `id` (an
@@ -41,7 +42,7 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Id {
                 obj.get_type().name()?
             )));
         };
-        parse_uuid(&text)
+        parse_id(&text, None)
             .map(Id)
             .map_err(|e| e.into_pyerr(obj.py()))
     }
@@ -50,11 +51,6 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Id {
 fn uuid_class(py: Python<'_>) -> PyResult<&Bound<'_, pyo3::types::PyType>> {
     static UUID: pyo3::sync::PyOnceLock<Py<pyo3::types::PyType>> = pyo3::sync::PyOnceLock::new();
     UUID.import(py, "uuid", "UUID")
-}
-
-fn parse_uuid(text: &str) -> Result<Uuid, ErrorInfo> {
-    Uuid::parse_str(text.trim())
-        .map_err(|_| ErrorInfo::invalid(format!("{text:?} is not a valid id (expected a UUID)")))
 }
 
 /// An agent as the server lists it.
@@ -83,12 +79,15 @@ pub struct Agent {
     pub machine_uid: Option<String>,
     /// Address it enrolled or connected from.
     pub address: Option<String>,
+    /// Whether the agent is connected now.
+    pub online: bool,
 }
 
-impl From<rmm_client::Agent> for Agent {
-    fn from(a: rmm_client::Agent) -> Self {
+impl From<ops::Agent> for Agent {
+    fn from(a: ops::Agent) -> Self {
         Agent {
-            id: a.id.to_string(),
+            online: a.online(),
+            id: a.id,
             name: a.name,
             hostname: a.hostname,
             os: a.os,
@@ -105,12 +104,6 @@ impl From<rmm_client::Agent> for Agent {
 
 #[pymethods]
 impl Agent {
-    /// Whether the agent is connected now.
-    #[getter]
-    fn online(&self) -> bool {
-        self.status == "online"
-    }
-
     fn __repr__(&self) -> String {
         format!(
             "Agent(id={:?}, name={:?}, hostname={:?}, os={:?}, status={:?})",
@@ -165,17 +158,23 @@ pub struct CommandResult {
     pub completed_at: Option<DateTime<Utc>>,
     /// Cancellation requested.
     pub cancel_requested_at: Option<DateTime<Utc>>,
+    /// Whether the command reached a final status.
+    pub is_final: bool,
+    /// Whether it completed with exit code 0.
+    pub ok: bool,
 }
 
-impl From<rmm_client::CommandInfo> for CommandResult {
-    fn from(c: rmm_client::CommandInfo) -> Self {
+impl From<ops::CommandResult> for CommandResult {
+    fn from(c: ops::CommandResult) -> Self {
         CommandResult {
-            id: c.id.to_string(),
-            agent_id: c.agent_id.to_string(),
-            command_type: c.command_type.as_str().to_owned(),
-            command: c.command_text,
-            context: c.context.map(|c| c.as_str().to_owned()),
-            timeout: c.timeout_secs,
+            is_final: c.is_final(),
+            ok: c.ok(),
+            id: c.id,
+            agent_id: c.agent_id,
+            command_type: c.command_type,
+            command: c.command,
+            context: c.context,
+            timeout: c.timeout,
             status: c.status,
             phase: c.phase,
             exit_code: c.exit_code,
@@ -205,18 +204,6 @@ fn preview(s: &str) -> String {
 
 #[pymethods]
 impl CommandResult {
-    /// Whether the command reached a final status.
-    #[getter]
-    fn is_final(&self) -> bool {
-        self.status != "running"
-    }
-
-    /// Whether it completed with exit code 0.
-    #[getter]
-    fn ok(&self) -> bool {
-        self.status == "completed" && self.exit_code == Some(0)
-    }
-
     fn __repr__(&self) -> String {
         format!(
             "CommandResult(id={:?}, status={:?}, exit_code={}, stdout={:?})",
@@ -241,6 +228,17 @@ pub struct EnrollmentBundle {
     pub command: String,
     /// When the token expires.
     pub expires_at: DateTime<Utc>,
+}
+
+impl From<ops::EnrollmentBundle> for EnrollmentBundle {
+    fn from(b: ops::EnrollmentBundle) -> Self {
+        EnrollmentBundle {
+            agent_id: b.agent_id,
+            token: b.token,
+            command: b.command,
+            expires_at: b.expires_at,
+        }
+    }
 }
 
 #[pymethods]
@@ -283,135 +281,18 @@ impl Core {
     }
 }
 
-fn wait_options(wait_timeout: Option<f64>) -> Result<WaitOptions, ErrorInfo> {
-    let timeout = match wait_timeout {
-        None => None,
-        Some(t) if t.is_finite() && t >= 0.0 => Some(Duration::from_secs_f64(t)),
-        Some(t) => {
-            return Err(ErrorInfo::invalid(format!(
-                "wait_timeout must be a non-negative number of seconds, got {t}"
-            )));
-        }
-    };
-    Ok(WaitOptions {
-        timeout,
-        initial_interval: Duration::from_millis(20),
-        max_interval: Duration::from_millis(500),
-    })
+/// `fut`'s result converted into `U` (a pyclass).
+async fn into<T, U: From<T>>(
+    fut: impl Future<Output = Result<T, ErrorInfo>>,
+) -> Result<U, ErrorInfo> {
+    fut.await.map(U::from)
 }
 
-fn command_request(
-    command: String,
-    command_type: &str,
-    context: &str,
-    timeout: Option<f64>,
-) -> Result<CommandRequest, ErrorInfo> {
-    let command_type: CommandType = command_type
-        .parse()
-        .map_err(|e: rmm_core::protocol::UnknownWord| ErrorInfo::invalid(e.to_string()))?;
-    let context: CommandContext = context
-        .parse()
-        .map_err(|e: rmm_core::protocol::UnknownWord| ErrorInfo::invalid(e.to_string()))?;
-    let timeout_secs = match timeout {
-        None => None,
-        Some(t) if t.is_finite() && t > 0.0 && t <= 7.0 * 86_400.0 => Some(t.ceil() as u32),
-        Some(t) => {
-            return Err(ErrorInfo::invalid(format!(
-                "timeout must be between 1 second and 7 days, got {t}"
-            )));
-        }
-    };
-    Ok(CommandRequest {
-        command_type,
-        command,
-        context,
-        timeout_secs,
-    })
-}
-
-/// The operations, once, as futures.
-mod ops {
-    use super::*;
-
-    pub(super) async fn login(
-        c: rmm_client::Client,
-        email: String,
-        password: String,
-    ) -> Result<String, ErrorInfo> {
-        Ok(c.login(&email, &password).await?)
-    }
-
-    pub(super) async fn agents(c: rmm_client::Client) -> Result<Vec<Agent>, ErrorInfo> {
-        Ok(c.agents().await?.into_iter().map(Agent::from).collect())
-    }
-
-    pub(super) async fn agent(c: rmm_client::Client, id: Uuid) -> Result<Agent, ErrorInfo> {
-        Ok(c.agent(id).await?.into())
-    }
-
-    pub(super) async fn run(
-        c: rmm_client::Client,
-        agent_id: Uuid,
-        req: CommandRequest,
-        wait: bool,
-        opts: WaitOptions,
-    ) -> Result<CommandResult, ErrorInfo> {
-        let id = c.submit(agent_id, &req).await?;
-        let info = if wait {
-            c.wait(id, opts).await?
-        } else {
-            c.command(id).await?
-        };
-        Ok(info.into())
-    }
-
-    pub(super) async fn command(
-        c: rmm_client::Client,
-        id: Uuid,
-    ) -> Result<CommandResult, ErrorInfo> {
-        Ok(c.command(id).await?.into())
-    }
-
-    pub(super) async fn wait(
-        c: rmm_client::Client,
-        id: Uuid,
-        opts: WaitOptions,
-    ) -> Result<CommandResult, ErrorInfo> {
-        Ok(c.wait(id, opts).await?.into())
-    }
-
-    pub(super) async fn cancel(
-        c: rmm_client::Client,
-        id: Uuid,
-    ) -> Result<CommandResult, ErrorInfo> {
-        Ok(c.cancel(id).await?.into())
-    }
-
-    pub(super) async fn agent_commands(
-        c: rmm_client::Client,
-        agent_id: Uuid,
-        page: CommandPage,
-    ) -> Result<Vec<CommandResult>, ErrorInfo> {
-        Ok(c.agent_commands(agent_id, page)
-            .await?
-            .into_iter()
-            .map(CommandResult::from)
-            .collect())
-    }
-
-    pub(super) async fn create_enrollment(
-        c: rmm_client::Client,
-        name: String,
-        opts: EnrollmentOptions,
-    ) -> Result<EnrollmentBundle, ErrorInfo> {
-        let b = c.create_enrollment_with(&name, &opts).await?;
-        Ok(EnrollmentBundle {
-            agent_id: b.agent_id.to_string(),
-            token: b.token,
-            command: b.command,
-            expires_at: b.expires_at,
-        })
-    }
+/// `fut`'s results converted into `U`s.
+async fn into_all<T, U: From<T>>(
+    fut: impl Future<Output = Result<Vec<T>, ErrorInfo>>,
+) -> Result<Vec<U>, ErrorInfo> {
+    Ok(fut.await?.into_iter().map(U::from).collect())
 }
 
 fn page(limit: Option<u32>, before: Option<Id>) -> CommandPage {
@@ -426,6 +307,24 @@ fn enrollment_options(server_url: Option<String>, channel: Option<String>) -> En
         server_url,
         channel,
     }
+}
+
+fn run_plan(
+    command: String,
+    command_type: &str,
+    context: &str,
+    timeout: Option<f64>,
+    wait: bool,
+    wait_timeout: Option<f64>,
+) -> Result<Run, ErrorInfo> {
+    let args = RunArgs {
+        command_type: Some(command_type),
+        context: Some(context),
+        timeout,
+        wait: Some(wait),
+        wait_timeout,
+    };
+    Run::parse(Lang::Python, command, args)
 }
 
 /// A blocking client for an rmm server, for scripts.
@@ -487,13 +386,13 @@ impl Client {
     /// Every agent.
     fn agents(&self, py: Python<'_>) -> PyResult<Vec<Agent>> {
         let c = self.core.client().map_err(|e| e.into_pyerr(py))?;
-        block_on(py, ops::agents(c))
+        block_on(py, into_all::<_, Agent>(ops::agents(c)))
     }
 
     /// One agent.
     fn agent(&self, py: Python<'_>, agent_id: Id) -> PyResult<Agent> {
         let c = self.core.client().map_err(|e| e.into_pyerr(py))?;
-        block_on(py, ops::agent(c, agent_id.0))
+        block_on(py, into::<_, Agent>(ops::agent(c, agent_id.0)))
     }
 
     /// Runs a command on an agent.
@@ -513,18 +412,17 @@ impl Client {
         let prep = || -> Result<_, ErrorInfo> {
             Ok((
                 self.core.client()?,
-                command_request(command, command_type, context, timeout)?,
-                wait_options(wait_timeout)?,
+                run_plan(command, command_type, context, timeout, wait, wait_timeout)?,
             ))
         };
-        let (c, req, opts) = prep().map_err(|e| e.into_pyerr(py))?;
-        block_on(py, ops::run(c, agent_id.0, req, wait, opts))
+        let (c, run) = prep().map_err(|e| e.into_pyerr(py))?;
+        block_on(py, into::<_, CommandResult>(ops::run(c, agent_id.0, run)))
     }
 
     /// A command's current state.
     fn command(&self, py: Python<'_>, command_id: Id) -> PyResult<CommandResult> {
         let c = self.core.client().map_err(|e| e.into_pyerr(py))?;
-        block_on(py, ops::command(c, command_id.0))
+        block_on(py, into::<_, CommandResult>(ops::command(c, command_id.0)))
     }
 
     /// Waits until a command is final.
@@ -535,15 +433,20 @@ impl Client {
         command_id: Id,
         timeout: Option<f64>,
     ) -> PyResult<CommandResult> {
-        let prep = || -> Result<_, ErrorInfo> { Ok((self.core.client()?, wait_options(timeout)?)) };
+        let prep = || -> Result<_, ErrorInfo> {
+            Ok((self.core.client()?, wait_options(Lang::Python, timeout)?))
+        };
         let (c, opts) = prep().map_err(|e| e.into_pyerr(py))?;
-        block_on(py, ops::wait(c, command_id.0, opts))
+        block_on(
+            py,
+            into::<_, CommandResult>(ops::wait(c, command_id.0, opts)),
+        )
     }
 
     /// Asks the server to cancel a command.
     fn cancel(&self, py: Python<'_>, command_id: Id) -> PyResult<CommandResult> {
         let c = self.core.client().map_err(|e| e.into_pyerr(py))?;
-        block_on(py, ops::cancel(c, command_id.0))
+        block_on(py, into::<_, CommandResult>(ops::cancel(c, command_id.0)))
     }
 
     /// A page of an agent's commands, newest first.
@@ -556,7 +459,10 @@ impl Client {
         before: Option<Id>,
     ) -> PyResult<Vec<CommandResult>> {
         let c = self.core.client().map_err(|e| e.into_pyerr(py))?;
-        block_on(py, ops::agent_commands(c, agent_id.0, page(limit, before)))
+        block_on(
+            py,
+            into_all::<_, CommandResult>(ops::agent_commands(c, agent_id.0, page(limit, before))),
+        )
     }
 
     /// Creates an enrollment bundle for a new agent (admin only).
@@ -569,9 +475,10 @@ impl Client {
         channel: Option<String>,
     ) -> PyResult<EnrollmentBundle> {
         let c = self.core.client().map_err(|e| e.into_pyerr(py))?;
+        let opts = enrollment_options(server_url, channel);
         block_on(
             py,
-            ops::create_enrollment(c, agent_name, enrollment_options(server_url, channel)),
+            into::<_, EnrollmentBundle>(ops::create_enrollment(c, agent_name, opts)),
         )
     }
 }
@@ -592,13 +499,13 @@ impl AsyncClient {
     /// Every agent.
     fn agents<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let c = self.core.client().map_err(|e| e.into_pyerr(py))?;
-        awaitable(py, ops::agents(c))
+        awaitable(py, into_all::<_, Agent>(ops::agents(c)))
     }
 
     /// One agent.
     fn agent<'py>(&self, py: Python<'py>, agent_id: Id) -> PyResult<Bound<'py, PyAny>> {
         let c = self.core.client().map_err(|e| e.into_pyerr(py))?;
-        awaitable(py, ops::agent(c, agent_id.0))
+        awaitable(py, into::<_, Agent>(ops::agent(c, agent_id.0)))
     }
 
     /// Runs a command on an agent.
@@ -618,18 +525,17 @@ impl AsyncClient {
         let prep = || -> Result<_, ErrorInfo> {
             Ok((
                 self.core.client()?,
-                command_request(command, command_type, context, timeout)?,
-                wait_options(wait_timeout)?,
+                run_plan(command, command_type, context, timeout, wait, wait_timeout)?,
             ))
         };
-        let (c, req, opts) = prep().map_err(|e| e.into_pyerr(py))?;
-        awaitable(py, ops::run(c, agent_id.0, req, wait, opts))
+        let (c, run) = prep().map_err(|e| e.into_pyerr(py))?;
+        awaitable(py, into::<_, CommandResult>(ops::run(c, agent_id.0, run)))
     }
 
     /// A command's current state.
     fn command<'py>(&self, py: Python<'py>, command_id: Id) -> PyResult<Bound<'py, PyAny>> {
         let c = self.core.client().map_err(|e| e.into_pyerr(py))?;
-        awaitable(py, ops::command(c, command_id.0))
+        awaitable(py, into::<_, CommandResult>(ops::command(c, command_id.0)))
     }
 
     /// Waits until a command is final.
@@ -640,15 +546,20 @@ impl AsyncClient {
         command_id: Id,
         timeout: Option<f64>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let prep = || -> Result<_, ErrorInfo> { Ok((self.core.client()?, wait_options(timeout)?)) };
+        let prep = || -> Result<_, ErrorInfo> {
+            Ok((self.core.client()?, wait_options(Lang::Python, timeout)?))
+        };
         let (c, opts) = prep().map_err(|e| e.into_pyerr(py))?;
-        awaitable(py, ops::wait(c, command_id.0, opts))
+        awaitable(
+            py,
+            into::<_, CommandResult>(ops::wait(c, command_id.0, opts)),
+        )
     }
 
     /// Asks the server to cancel a command.
     fn cancel<'py>(&self, py: Python<'py>, command_id: Id) -> PyResult<Bound<'py, PyAny>> {
         let c = self.core.client().map_err(|e| e.into_pyerr(py))?;
-        awaitable(py, ops::cancel(c, command_id.0))
+        awaitable(py, into::<_, CommandResult>(ops::cancel(c, command_id.0)))
     }
 
     /// A page of an agent's commands, newest first.
@@ -661,7 +572,10 @@ impl AsyncClient {
         before: Option<Id>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let c = self.core.client().map_err(|e| e.into_pyerr(py))?;
-        awaitable(py, ops::agent_commands(c, agent_id.0, page(limit, before)))
+        awaitable(
+            py,
+            into_all::<_, CommandResult>(ops::agent_commands(c, agent_id.0, page(limit, before))),
+        )
     }
 
     /// Creates an enrollment bundle for a new agent (admin only).
@@ -674,9 +588,10 @@ impl AsyncClient {
         channel: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let c = self.core.client().map_err(|e| e.into_pyerr(py))?;
+        let opts = enrollment_options(server_url, channel);
         awaitable(
             py,
-            ops::create_enrollment(c, agent_name, enrollment_options(server_url, channel)),
+            into::<_, EnrollmentBundle>(ops::create_enrollment(c, agent_name, opts)),
         )
     }
 }

@@ -1,0 +1,489 @@
+//! The rmm server API (`rmm_client`): `run` arguments -> a validated
+//! request, each operation once as a future, and results flattened into
+//! plain structs (ids as text, enums as their wire words) that the bindings
+//! copy field by field into their classes / objects.
+
+use chrono::{DateTime, Utc};
+use rmm_client::{
+    Client, CommandContext, CommandPage, CommandRequest, CommandType, EnrollmentOptions,
+    MAX_COMMAND_TIMEOUT_SECS, WaitOptions,
+};
+use uuid::Uuid;
+
+use crate::args::{Lang, seconds};
+use crate::error::ErrorInfo;
+
+/// An agent as the server lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Agent {
+    /// The agent's id (a UUID).
+    pub id: String,
+    /// The name it was enrolled under.
+    pub name: String,
+    /// Host name (empty until it first connected).
+    pub hostname: String,
+    /// `linux`, `windows`, `darwin`.
+    pub os: String,
+    /// CPU architecture.
+    pub arch: String,
+    /// Agent build version.
+    pub agent_version: String,
+    /// `stable` or `beta`.
+    pub channel: String,
+    /// `online` or `offline`.
+    pub status: String,
+    /// When it was last heard from.
+    pub last_seen: Option<DateTime<Utc>>,
+    /// Machine identity hash.
+    pub machine_uid: Option<String>,
+    /// Address it enrolled or connected from.
+    pub address: Option<String>,
+}
+
+impl Agent {
+    /// Whether the agent is connected now.
+    pub fn online(&self) -> bool {
+        self.status == "online"
+    }
+}
+
+impl From<rmm_client::Agent> for Agent {
+    fn from(a: rmm_client::Agent) -> Self {
+        Agent {
+            id: a.id.to_string(),
+            name: a.name,
+            hostname: a.hostname,
+            os: a.os,
+            arch: a.arch,
+            agent_version: a.agent_version,
+            channel: a.channel,
+            status: a.status,
+            last_seen: a.last_seen,
+            machine_uid: a.machine_uid,
+            address: a.address,
+        }
+    }
+}
+
+/// A command and, once it is final, its result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandResult {
+    /// The command's id.
+    pub id: String,
+    /// The agent it runs on.
+    pub agent_id: String,
+    /// `shell`, `bash`, `sh`, `powershell` or `python`.
+    pub command_type: String,
+    /// The script text (empty in listings).
+    pub command: String,
+    /// `system` or `user_session`.
+    pub context: Option<String>,
+    /// The timeout it was submitted with, in seconds.
+    pub timeout: Option<u32>,
+    /// `running`, then `completed`, `failed`, `timeout` or `cancelled`.
+    pub status: String,
+    /// `queued`, `delivered`, `executing` or `done`.
+    pub phase: Option<String>,
+    /// Exit code once the process ended.
+    pub exit_code: Option<i32>,
+    /// Signal that ended the process, if one did.
+    pub signal: Option<i32>,
+    /// Captured standard output.
+    pub stdout: String,
+    /// Captured standard error.
+    pub stderr: String,
+    /// stdout was cut at the server's cap.
+    pub stdout_truncated: bool,
+    /// stderr was cut at the server's cap.
+    pub stderr_truncated: bool,
+    /// Why it failed outside its process (no user session, no interpreter).
+    pub error: Option<String>,
+    /// Who submitted it.
+    pub created_by: String,
+    /// Accepted by the server.
+    pub created_at: DateTime<Utc>,
+    /// First sent to the agent.
+    pub delivered_at: Option<DateTime<Utc>>,
+    /// Started on the agent.
+    pub started_at: Option<DateTime<Utc>>,
+    /// Reached its final status.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// Cancellation requested.
+    pub cancel_requested_at: Option<DateTime<Utc>>,
+}
+
+impl CommandResult {
+    /// Whether the status is final (not `running`).
+    pub fn is_final(&self) -> bool {
+        self.status != "running"
+    }
+
+    /// Whether it completed with exit code 0.
+    pub fn ok(&self) -> bool {
+        self.status == "completed" && self.exit_code == Some(0)
+    }
+}
+
+impl From<rmm_client::CommandInfo> for CommandResult {
+    fn from(c: rmm_client::CommandInfo) -> Self {
+        CommandResult {
+            id: c.id.to_string(),
+            agent_id: c.agent_id.to_string(),
+            command_type: c.command_type.as_str().to_owned(),
+            command: c.command_text,
+            context: c.context.map(|c| c.as_str().to_owned()),
+            timeout: c.timeout_secs,
+            status: c.status,
+            phase: c.phase,
+            exit_code: c.exit_code,
+            signal: c.signal,
+            stdout: c.stdout,
+            stderr: c.stderr,
+            stdout_truncated: c.stdout_truncated,
+            stderr_truncated: c.stderr_truncated,
+            error: c.error,
+            created_by: c.created_by,
+            created_at: c.created_at,
+            delivered_at: c.delivered_at,
+            started_at: c.started_at,
+            completed_at: c.completed_at,
+            cancel_requested_at: c.cancel_requested_at,
+        }
+    }
+}
+
+/// An enrollment bundle: the one-line install command for a new agent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnrollmentBundle {
+    /// The id the agent will have.
+    pub agent_id: String,
+    /// The one-time token (valid a few minutes; a secret).
+    pub token: String,
+    /// `curl -fsSL <server>/.../<token>.sh | sudo bash`.
+    pub command: String,
+    /// When the token expires.
+    pub expires_at: DateTime<Utc>,
+}
+
+impl From<rmm_client::EnrollmentBundle> for EnrollmentBundle {
+    fn from(b: rmm_client::EnrollmentBundle) -> Self {
+        EnrollmentBundle {
+            agent_id: b.agent_id.to_string(),
+            token: b.token,
+            command: b.command,
+            expires_at: b.expires_at,
+        }
+    }
+}
+
+/// The arguments of `run` besides the agent and the script, as given;
+/// `None` takes the default.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RunArgs<'a> {
+    /// `shell` (default), `bash`, `sh`, `powershell` or `python`.
+    pub command_type: Option<&'a str>,
+    /// `system` (default) or `user_session`.
+    pub context: Option<&'a str>,
+    /// The command's own timeout in seconds (rounded up; 1 s to 7 days).
+    pub timeout: Option<f64>,
+    /// Wait for the final result (default `true`).
+    pub wait: Option<bool>,
+    /// How long to wait, in seconds (default: as long as it takes).
+    pub wait_timeout: Option<f64>,
+}
+
+/// A validated `run`: what to submit, and how to wait for it (`None`:
+/// return at once).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Run {
+    /// The command.
+    pub request: CommandRequest,
+    /// How to wait, unless `wait` was false.
+    pub wait: Option<WaitOptions>,
+}
+
+impl Run {
+    /// Checks `args` (all of them, `wait_timeout` even when not waiting).
+    pub fn parse(lang: Lang, command: String, args: RunArgs<'_>) -> Result<Run, ErrorInfo> {
+        let invalid = |e: rmm_core::protocol::UnknownWord| ErrorInfo::invalid(e.to_string());
+        let command_type: CommandType = args
+            .command_type
+            .unwrap_or("shell")
+            .parse()
+            .map_err(invalid)?;
+        let context: CommandContext = args.context.unwrap_or("system").parse().map_err(invalid)?;
+        let timeout_secs = args.timeout.map(command_timeout).transpose()?;
+        let wait = wait_options(lang, args.wait_timeout)?;
+        Ok(Run {
+            request: CommandRequest {
+                command_type,
+                command,
+                context,
+                timeout_secs,
+            },
+            wait: args.wait.unwrap_or(true).then_some(wait),
+        })
+    }
+}
+
+/// A command timeout given in seconds -> whole seconds, rounded up, within
+/// what the server accepts.
+fn command_timeout(secs: f64) -> Result<u32, ErrorInfo> {
+    if secs.is_finite() && secs > 0.0 && secs <= f64::from(MAX_COMMAND_TIMEOUT_SECS) {
+        // in 0 < ceil(secs) <= MAX_COMMAND_TIMEOUT_SECS, so it fits
+        Ok(secs.ceil() as u32)
+    } else {
+        Err(ErrorInfo::invalid(format!(
+            "timeout must be between 1 second and 7 days, got {secs}"
+        )))
+    }
+}
+
+/// How to wait for a command: the client's default polling, giving up
+/// after `wait_timeout` seconds (`None`: never).
+pub fn wait_options(lang: Lang, wait_timeout: Option<f64>) -> Result<WaitOptions, ErrorInfo> {
+    let name = lang.arg("wait_timeout");
+    let timeout = wait_timeout.map(|t| seconds(&name, t, false)).transpose()?;
+    Ok(WaitOptions::with_timeout(timeout))
+}
+
+/// Logs in; the client keeps the token. Resolves with the token.
+pub async fn login(c: Client, email: String, password: String) -> Result<String, ErrorInfo> {
+    Ok(c.login(&email, &password).await?)
+}
+
+/// Every agent.
+pub async fn agents(c: Client) -> Result<Vec<Agent>, ErrorInfo> {
+    Ok(c.agents().await?.into_iter().map(Agent::from).collect())
+}
+
+/// One agent.
+pub async fn agent(c: Client, id: Uuid) -> Result<Agent, ErrorInfo> {
+    Ok(c.agent(id).await?.into())
+}
+
+/// Submits `run.request` and waits for the final result, or with
+/// `run.wait` unset returns the state right after submitting.
+pub async fn run(c: Client, agent_id: Uuid, run: Run) -> Result<CommandResult, ErrorInfo> {
+    let id = c.submit(agent_id, &run.request).await?;
+    let info = match run.wait {
+        Some(opts) => c.wait(id, opts).await?,
+        None => c.command(id).await?,
+    };
+    Ok(info.into())
+}
+
+/// A command's current state.
+pub async fn command(c: Client, id: Uuid) -> Result<CommandResult, ErrorInfo> {
+    Ok(c.command(id).await?.into())
+}
+
+/// Waits until a command is final.
+pub async fn wait(c: Client, id: Uuid, opts: WaitOptions) -> Result<CommandResult, ErrorInfo> {
+    Ok(c.wait(id, opts).await?.into())
+}
+
+/// Asks the server to cancel a command; its state right after.
+pub async fn cancel(c: Client, id: Uuid) -> Result<CommandResult, ErrorInfo> {
+    Ok(c.cancel(id).await?.into())
+}
+
+/// A page of an agent's commands, newest first.
+pub async fn agent_commands(
+    c: Client,
+    agent_id: Uuid,
+    page: CommandPage,
+) -> Result<Vec<CommandResult>, ErrorInfo> {
+    Ok(c.agent_commands(agent_id, page)
+        .await?
+        .into_iter()
+        .map(CommandResult::from)
+        .collect())
+}
+
+/// Creates an enrollment bundle for a new agent (admin only).
+pub async fn create_enrollment(
+    c: Client,
+    name: String,
+    opts: EnrollmentOptions,
+) -> Result<EnrollmentBundle, ErrorInfo> {
+    Ok(c.create_enrollment_with(&name, &opts).await?.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// `Ok((type, context, timeout_secs, waits, wait timeout))` or the
+    /// error message.
+    type Parsed = (
+        CommandType,
+        CommandContext,
+        Option<u32>,
+        bool,
+        Option<Duration>,
+    );
+
+    fn check(lang: Lang, args: RunArgs<'_>, expected: Result<Parsed, &str>) {
+        let got = Run::parse(lang, "true".to_owned(), args)
+            .map(|r| {
+                let waits = r.wait.is_some();
+                let wait = r.wait.unwrap_or_default();
+                (
+                    r.request.command_type,
+                    r.request.context,
+                    r.request.timeout_secs,
+                    waits,
+                    wait.timeout,
+                )
+            })
+            .map_err(|e| {
+                assert_eq!(e.code, "invalid_argument");
+                e.message
+            });
+        assert_eq!(got, expected.map_err(str::to_owned), "{args:?}");
+    }
+
+    #[test]
+    fn run_defaults() {
+        use CommandContext::*;
+        use CommandType::*;
+        let none = RunArgs::default();
+        check(Lang::Python, none, Ok((Shell, System, None, true, None)));
+        check(
+            Lang::JavaScript,
+            RunArgs {
+                command_type: Some("python"),
+                context: Some("user_session"),
+                wait: Some(false),
+                ..none
+            },
+            Ok((Python, UserSession, None, false, None)),
+        );
+        let wait = RunArgs {
+            wait_timeout: Some(2.5),
+            ..none
+        };
+        check(
+            Lang::Python,
+            wait,
+            Ok((Shell, System, None, true, Some(Duration::from_millis(2500)))),
+        );
+    }
+
+    #[test]
+    fn run_timeouts() {
+        use CommandContext::*;
+        use CommandType::*;
+        let t = |secs: f64| RunArgs {
+            timeout: Some(secs),
+            ..RunArgs::default()
+        };
+        check(
+            Lang::Python,
+            t(1.0),
+            Ok((Shell, System, Some(1), true, None)),
+        );
+        check(
+            Lang::Python,
+            t(0.2),
+            Ok((Shell, System, Some(1), true, None)),
+        );
+        check(
+            Lang::Python,
+            t(1.5),
+            Ok((Shell, System, Some(2), true, None)),
+        );
+        check(
+            Lang::Python,
+            t(604_800.0),
+            Ok((Shell, System, Some(604_800), true, None)),
+        );
+        for (secs, shown) in [
+            (0.0, "0"),
+            (-3.0, "-3"),
+            (604_800.5, "604800.5"),
+            (f64::NAN, "NaN"),
+            (f64::INFINITY, "inf"),
+        ] {
+            let msg = format!("timeout must be between 1 second and 7 days, got {shown}");
+            check(Lang::JavaScript, t(secs), Err(&msg));
+        }
+    }
+
+    #[test]
+    fn run_bad_words_and_wait_timeouts() {
+        let none = RunArgs::default();
+        check(
+            Lang::Python,
+            RunArgs {
+                command_type: Some("fish"),
+                ..none
+            },
+            Err(
+                r#"unknown command type "fish", expected one of: shell, bash, sh, powershell, python"#,
+            ),
+        );
+        check(
+            Lang::Python,
+            RunArgs {
+                context: Some("root"),
+                ..none
+            },
+            Err(r#"unknown context "root", expected one of: system, user_session"#),
+        );
+        // checked even when not waiting
+        let bad_wait = RunArgs {
+            wait: Some(false),
+            wait_timeout: Some(-1.0),
+            ..none
+        };
+        check(
+            Lang::Python,
+            bad_wait,
+            Err("wait_timeout must be a non-negative number of seconds, got -1"),
+        );
+        check(
+            Lang::JavaScript,
+            bad_wait,
+            Err("waitTimeout must be a non-negative number of seconds, got -1"),
+        );
+    }
+
+    #[test]
+    fn wait_options_poll_as_the_client_does() {
+        let w = wait_options(Lang::Python, None).expect("no timeout");
+        assert_eq!(w, WaitOptions::default());
+        let w = wait_options(Lang::JavaScript, Some(0.0)).expect("zero");
+        assert_eq!(w.timeout, Some(Duration::ZERO));
+        assert_eq!(w.max_interval, WaitOptions::DEFAULT_MAX_INTERVAL);
+    }
+
+    #[test]
+    fn command_result_flags() {
+        let json = r#"{"id":"0a0a0a0a-0000-4000-8000-000000000001","agent_id":"0a0a0a0a-0000-4000-8000-000000000002",
+            "command_type":"bash","command_text":"true","context":"user_session","status":"completed","exit_code":0,
+            "created_at":"2026-11-23T18:00:00Z"}"#;
+        let info: rmm_client::CommandInfo = serde_json::from_str(json).expect("fixture");
+        let r = CommandResult::from(info);
+        assert_eq!(r.id, "0a0a0a0a-0000-4000-8000-000000000001");
+        assert_eq!(r.command_type, "bash");
+        assert_eq!(r.command, "true");
+        assert_eq!(r.context.as_deref(), Some("user_session"));
+        assert!(r.is_final() && r.ok());
+        let failed = CommandResult {
+            exit_code: Some(1),
+            status: "failed".into(),
+            ..r.clone()
+        };
+        assert!(failed.is_final() && !failed.ok());
+        let running = CommandResult {
+            status: "running".into(),
+            exit_code: None,
+            ..r
+        };
+        assert!(!running.is_final() && !running.ok());
+    }
+}
