@@ -228,7 +228,7 @@ impl Agent {
 /// The longest command timeout the server accepts, in seconds (7 days); it
 /// refuses 0 too (`invalid_timeout`). Callers that take a timeout from
 /// users check it against this before submitting.
-pub const MAX_COMMAND_TIMEOUT_SECS: u32 = 7 * 86_400;
+pub use rmm_core::protocol::MAX_COMMAND_TIMEOUT_SECS;
 
 /// A command to submit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -801,11 +801,14 @@ pub async fn submit_command(
         ));
     }
     if let Some(t) = req.timeout_secs
-        && (t == 0 || t > 7 * 86_400)
+        && (t == 0 || t > rmm_core::protocol::MAX_COMMAND_TIMEOUT_SECS)
     {
         return Err(ApiError::unprocessable(
             "invalid_timeout",
-            "timeout_secs must be between 1 and 604800",
+            format!(
+                "timeout_secs must be between 1 and {}",
+                rmm_core::protocol::MAX_COMMAND_TIMEOUT_SECS
+            ),
         ));
     }
     let agent = state.store.get_agent(agent_id).await?;

@@ -26,6 +26,11 @@ pub use codec::{
 };
 pub use messages::*;
 
+/// The longest command timeout, in seconds (7 days): the server refuses a
+/// larger `timeout_secs` (and 0) with `invalid_timeout`, and clients check
+/// against it before submitting. The one definition of the rule.
+pub const MAX_COMMAND_TIMEOUT_SECS: u32 = 7 * 86_400;
+
 /// The newest protocol version this build speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
 
