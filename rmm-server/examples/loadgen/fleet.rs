@@ -275,7 +275,15 @@ impl Fleet {
                 Err(Ended::Busy(retry_after(r.headers())))
             }
             Err(WsError::Http(_)) => Err(Ended::Failed("http status other than 101 or 503")),
-            Err(_) => Err(Ended::Failed("websocket upgrade")),
+            Err(WsError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                Err(Ended::Failed("upgrade: connection reset"))
+            }
+            Err(WsError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                Err(Ended::Failed("upgrade: closed"))
+            }
+            Err(WsError::Io(_)) => Err(Ended::Failed("upgrade: other io error")),
+            Err(WsError::Protocol(_)) => Err(Ended::Failed("upgrade: protocol error")),
+            Err(_) => Err(Ended::Failed("upgrade: other error")),
         }
     }
 
