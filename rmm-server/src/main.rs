@@ -114,6 +114,13 @@ enum Cmd {
         /// Days audit records are kept (0: forever).
         #[arg(long, env = "RMM_AUDIT_RETENTION_DAYS", default_value_t = 365)]
         audit_retention_days: u64,
+        /// Most agent handshakes (upgrade until welcome, and TLS handshakes)
+        /// in progress at once; beyond it agents get 503 with Retry-After.
+        #[arg(long, env = "RMM_MAX_PENDING_HANDSHAKES", default_value_t = Config::default().max_pending_handshakes)]
+        max_pending_handshakes: usize,
+        /// The Retry-After of that 503, in seconds (agents add jitter).
+        #[arg(long, env = "RMM_HANDSHAKE_RETRY_AFTER_SECS", default_value_t = Config::default().handshake_retry_after_secs)]
+        handshake_retry_after_secs: u64,
     },
     /// Manage users.
     User {
@@ -216,6 +223,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tls_key,
             tls_self_signed,
             insecure_http,
+            max_pending_handshakes,
+            handshake_retry_after_secs,
         } => {
             let admin = match (admin_email, admin_password) {
                 (Some(e), Some(p)) => Some((e, p)),
@@ -247,6 +256,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     _ => None,
                 },
                 insecure_http,
+                max_pending_handshakes: max_pending_handshakes.max(1),
+                handshake_retry_after_secs: handshake_retry_after_secs.max(1),
                 audit_retention: (audit_retention_days > 0)
                     .then(|| Duration::from_secs(audit_retention_days.saturating_mul(86_400))),
                 ..store_config(&store)

@@ -1,40 +1,50 @@
 //! Load generator: starts a real `rmm-server` process on loopback, enrolls
-//! and connects N simulated agents over real WebSockets, and measures
+//! and connects N simulated agents over real WebSockets (or WSS pinned to
+//! the server's self-signed certificate with `--tls`), and measures
 //!
 //! 1. server RSS with N idle agents (bytes per agent),
 //! 2. heartbeats ingested per second (every agent sends a bounded burst),
 //! 3. `GET /api/agents` latency (p50/p99) with N agents,
-//! 4. command round trip (POST -> agent -> result visible) p50/p99.
+//! 4. command round trip (POST -> agent -> result visible) p50/p99,
+//! 5. only when asked (`--only storm`, default 15,000 agents): a reconnect
+//!    storm. The server is killed (SIGKILL) and restarted on the same port
+//!    and data directory, every agent reconnects on the real agent's
+//!    schedule (`rmm_agent::daemon::Reconnect`, full-jitter backoff,
+//!    503 `Retry-After` honoured), and the time from the restart to each
+//!    agent's `welcome` is reported.
 //!
 //! ```sh
 //! cargo build --release -p rmm-server --bins --examples
 //! target/release/examples/loadgen --agents 10000
+//! target/release/examples/loadgen --agents 10000 --tls --only rss
 //! target/release/examples/loadgen --agents 1000 --only roundtrip
+//! target/release/examples/loadgen --only storm
 //! ```
 //!
-//! Every loop is bounded in count and time; all traffic stays on 127.0.0.1.
+//! Agents use source addresses 127.0.0.2, 127.0.0.3, ... (500 each), so
+//! ephemeral ports do not run out; both processes need one file
+//! descriptor per agent (checked against `ulimit -n`). Every loop is
+//! bounded in count and time; all traffic stays on 127.0.0.0/8.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+mod fleet;
+mod server;
+mod storm;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use futures_util::{SinkExt, StreamExt};
-use rmm_core::protocol::{
-    Codec, CommandOutcome, CommandOutput, CommandResult, Frame, Heartbeat, Hello, Message,
-    OutputStream, VersionRange,
-};
 use serde_json::{Value, json};
 use tokio::sync::watch;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::protocol::Message as WsMessage;
 use uuid::Uuid;
 
-const ADMIN: (&str, &str) = ("load@example.com", "load-password-1");
+use crate::fleet::{Fleet, Mode};
+use crate::server::{ADMIN, ServerProc, ServerSpec};
+
+/// Open files each process needs beyond one per agent.
+const FD_MARGIN: u64 = 1000;
 
 struct Args {
     agents: usize,
@@ -42,8 +52,20 @@ struct Args {
     list_requests: usize,
     roundtrips: usize,
     only: Option<String>,
-    server_bin: std::path::PathBuf,
-    database_url: Option<String>,
+    storm_give_up: Duration,
+    server: ServerSpec,
+    _data_dir: tempfile::TempDir,
+}
+
+impl Args {
+    /// Whether `phase` runs: every phase but the storm by default, or
+    /// the one named by `--only`.
+    fn want(&self, phase: &str) -> bool {
+        match self.only.as_deref() {
+            Some(only) => only == phase,
+            None => phase != "storm",
+        }
+    }
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -53,190 +75,93 @@ fn parse_args() -> anyhow::Result<Args> {
         .and_then(|p| p.parent())
         .map(|p| p.join("rmm-server"))
         .context("cannot locate the target directory")?;
+    let data_dir = tempfile::tempdir()?;
+    let mut agents = None;
     let mut a = Args {
-        agents: 10_000,
+        agents: 0,
         heartbeats_per_agent: 20,
         list_requests: 200,
         roundtrips: 300,
         only: None,
-        server_bin: default_bin,
-        database_url: None,
+        storm_give_up: Duration::from_secs(180),
+        server: ServerSpec {
+            bin: default_bin,
+            database_url: None,
+            tls: false,
+            max_pending_handshakes: None,
+            addr: server::free_addr()?,
+            data_dir: data_dir.path().to_owned(),
+        },
+        _data_dir: data_dir,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut val = || it.next().context("missing value");
         match flag.as_str() {
-            "--agents" => a.agents = val()?.parse()?,
+            "--agents" => agents = Some(val()?.parse()?),
             "--heartbeats-per-agent" => a.heartbeats_per_agent = val()?.parse()?,
             "--list-requests" => a.list_requests = val()?.parse()?,
             "--roundtrips" => a.roundtrips = val()?.parse()?,
             "--only" => a.only = Some(val()?),
-            "--server-bin" => a.server_bin = val()?.into(),
-            "--database-url" => a.database_url = Some(val()?),
+            "--storm-give-up-secs" => a.storm_give_up = Duration::from_secs(val()?.parse()?),
+            "--server-bin" => a.server.bin = val()?.into(),
+            "--database-url" => a.server.database_url = Some(val()?),
+            "--max-pending-handshakes" => a.server.max_pending_handshakes = Some(val()?.parse()?),
+            "--tls" => a.server.tls = true,
             "--help" | "-h" => {
                 println!(
-                    "loadgen [--agents N] [--heartbeats-per-agent K] [--list-requests N] \
-                     [--roundtrips N] [--only rss|heartbeats|list|roundtrip] [--server-bin PATH] \
-                     [--database-url URL]"
+                    "loadgen [--agents N] [--tls] [--heartbeats-per-agent K] [--list-requests N] \
+                     [--roundtrips N] [--only rss|heartbeats|list|roundtrip|storm] \
+                     [--storm-give-up-secs S] [--server-bin PATH] [--database-url URL] \
+                     [--max-pending-handshakes N]\n\
+                     Default: 10,000 agents, every phase but storm; --only storm: 15,000 agents."
                 );
                 std::process::exit(0);
             }
             other => bail!("unknown flag {other}"),
         }
     }
-    if a.agents == 0 || a.agents > 15_000 {
-        bail!("--agents must be 1..=15000 (file descriptors and ephemeral ports)");
+    let storm = a.only.as_deref() == Some("storm");
+    a.agents = agents.unwrap_or(if storm { 15_000 } else { 10_000 });
+    if a.agents == 0 {
+        bail!("--agents must be at least 1");
+    }
+    let need = a.agents as u64 + FD_MARGIN;
+    if let Some(limit) = open_files_limit()
+        && limit < need
+    {
+        bail!(
+            "{} agents need about {need} open files in this process and in the server \
+             (one socket per agent each), but `ulimit -n` is {limit}: raise it or use fewer agents",
+            a.agents
+        );
     }
     Ok(a)
 }
 
-struct ServerProc {
-    child: Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
+/// The soft limit on open files (inherited by the server), if limited.
+fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
 }
 
-impl ServerProc {
-    fn start(bin: &std::path::Path, database_url: Option<&str>) -> anyhow::Result<ServerProc> {
-        let dir = tempfile::tempdir()?;
-        let mut cmd = Command::new(bin);
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--heartbeat-secs", "30"])
-            .arg("--data-dir")
-            .arg(dir.path())
-            .env("RMM_ADMIN_EMAIL", ADMIN.0)
-            .env("RMM_ADMIN_PASSWORD", ADMIN.1)
-            .env("RMM_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        if let Some(url) = database_url {
-            cmd.arg("--database-url").arg(url);
-        }
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("cannot start {} (build it with --bins)", bin.display()))?;
-        let stdout = child.stdout.take().context("no stdout")?;
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
-        let addr = line
-            .trim()
-            .strip_prefix("rmm-server listening on http://")
-            .with_context(|| format!("unexpected line {line:?}"))?
-            .parse()?;
-        Ok(ServerProc {
-            child,
-            addr,
-            _dir: dir,
-        })
-    }
-
-    fn rss_bytes(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map_or(0, |kb| kb * 1024)
-    }
-}
-
-impl Drop for ServerProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// What the simulated agents are told to do.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Mode {
-    Idle,
-    Heartbeats(u64),
-    Stop,
-}
-
-async fn agent_task(
-    addr: SocketAddr,
-    id: Uuid,
-    secret: String,
-    mut mode: watch::Receiver<Mode>,
-    ready: Arc<AtomicU64>,
-    done_hb: Arc<AtomicU64>,
-) -> anyhow::Result<()> {
-    let mut req = format!("ws://{addr}/api/v1/agent/ws").into_client_request()?;
-    req.headers_mut()
-        .insert("authorization", format!("Agent {id}:{secret}").parse()?);
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await?;
-    let codec = Codec::default();
-    let send = |m: Message| -> WsMessage {
-        WsMessage::Binary(
-            codec
-                .encode_to_vec(&Frame::Control(m))
-                .unwrap_or_default()
-                .into(),
-        )
+/// An HTTP client for the API; with `pin`, HTTPS trusting exactly that
+/// certificate.
+fn http_client(pin: Option<&str>) -> anyhow::Result<reqwest::Client> {
+    let builder = reqwest::Client::builder().pool_max_idle_per_host(64);
+    let builder = match pin {
+        Some(pin) => builder.tls_backend_preconfigured(tls_config(pin, &[b"http/1.1"])?),
+        None => builder,
     };
-    ws.send(send(Message::Hello(Hello {
-        protocol: VersionRange::current(),
-        agent_id: id,
-        agent_version: "0.1.0".into(),
-        os: "linux".into(),
-        arch: "x86_64".into(),
-        hostname: format!("load-{}", &id.to_string()[..8]),
-        machine_uid: id.to_string(),
-        channel: "stable".into(),
-    })))
-    .await?;
-    loop {
-        match tokio::time::timeout(Duration::from_secs(30), ws.next()).await? {
-            Some(Ok(WsMessage::Binary(b))) => {
-                if let Ok(Frame::Control(Message::Welcome(_))) = codec.decode_message(&b) {
-                    break;
-                }
-            }
-            Some(Ok(_)) => {}
-            _ => bail!("closed before welcome"),
-        }
-    }
-    ready.fetch_add(1, Ordering::Relaxed);
-    let mut seq = 0u64;
-    loop {
-        let current = *mode.borrow();
-        match current {
-            Mode::Stop => return Ok(()),
-            Mode::Heartbeats(n) if seq < n => {
-                seq += 1;
-                ws.send(send(Message::Heartbeat(Heartbeat { seq, running: 0 })))
-                    .await?;
-                if seq == n {
-                    done_hb.fetch_add(1, Ordering::Relaxed);
-                }
-                continue;
-            }
-            _ => {}
-        }
-        tokio::select! {
-            _ = mode.changed() => {}
-            msg = ws.next() => match msg {
-                Some(Ok(WsMessage::Binary(b))) => {
-                    if let Ok(Frame::Control(Message::RunCommand(r))) = codec.decode_message(&b) {
-                        let now = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
-                        ws.feed(send(Message::CommandOutput(CommandOutput {
-                            command_id: r.command_id, stream: OutputStream::Stdout, offset: 0, data: "ok\n".into(),
-                        }))).await?;
-                        ws.send(send(Message::CommandResult(CommandResult {
-                            command_id: r.command_id, outcome: CommandOutcome::Completed, exit_code: Some(0),
-                            signal: None, error: None, stdout_bytes: 3, stderr_bytes: 0,
-                            stdout_truncated: false, stderr_truncated: false,
-                            started_at_ms: Some(now), finished_at_ms: now,
-                        }))).await?;
-                    }
-                }
-                Some(Ok(_)) => {}
-                _ => return Ok(()),
-            }
-        }
-    }
+    Ok(builder.build()?)
+}
+
+fn tls_config(pin: &str, alpn: &[&[u8]]) -> anyhow::Result<rustls::ClientConfig> {
+    let pin = pin
+        .parse()
+        .map_err(|e| anyhow::anyhow!("bad certificate hash {pin:?}: {e}"))?;
+    Ok(rmm_pin::client_config(Some(pin), alpn)?)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -260,47 +185,24 @@ async fn metric(http: &reqwest::Client, base: &str, name: &str) -> anyhow::Resul
         .with_context(|| format!("metric {name} missing"))
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = parse_args()?;
-    let want = |phase: &str| args.only.as_deref().is_none_or(|o| o == phase);
-    let server = ServerProc::start(&args.server_bin, args.database_url.as_deref())?;
-    let base = format!("http://{}", server.addr);
-    // reqwest has no default crypto provider in this workspace.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(64)
-        .build()?;
-    let token: String = http
-        .post(format!("{base}/api/auth/login"))
-        .json(&json!({"email": ADMIN.0, "password": ADMIN.1}))
-        .send()
-        .await?
-        .json::<Value>()
-        .await?["token"]
-        .as_str()
-        .context("no token")?
-        .to_owned();
-    println!(
-        "server {} (pid {}), {} agents",
-        server.addr,
-        server.child.id(),
-        args.agents
-    );
-
-    // enroll N agents through the API (bounded concurrency)
-    let t = Instant::now();
-    let creds = Arc::new(tokio::sync::Mutex::new(Vec::with_capacity(args.agents)));
+/// Enrolls `n` agents through the API (32 at a time); their credentials.
+async fn enroll(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    n: usize,
+) -> anyhow::Result<Vec<(Uuid, String)>> {
+    let creds = Arc::new(tokio::sync::Mutex::new(Vec::with_capacity(n)));
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..32 {
         let (http, base, token, creds, next, n) = (
             http.clone(),
-            base.clone(),
-            token.clone(),
+            base.to_owned(),
+            token.to_owned(),
             creds.clone(),
             next.clone(),
-            args.agents as u64,
+            n as u64,
         );
         tasks.push(tokio::spawn(async move {
             loop {
@@ -345,58 +247,92 @@ async fn main() -> anyhow::Result<()> {
     for t in tasks {
         t.await??;
     }
+    Ok(std::mem::take(&mut *creds.lock().await))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = parse_args()?;
+    // reqwest has no default crypto provider in this workspace.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let spec = args.server.clone();
+    let mut server = tokio::task::spawn_blocking(move || ServerProc::start(&spec)).await??;
+    let base = args.server.base_url();
+    let http = http_client(server.pin.as_deref())?;
+    let token: String = http
+        .post(format!("{base}/api/auth/login"))
+        .json(&json!({"email": ADMIN.0, "password": ADMIN.1}))
+        .send()
+        .await?
+        .json::<Value>()
+        .await?["token"]
+        .as_str()
+        .context("no token")?
+        .to_owned();
+    println!(
+        "server {base} (pid {}), {} agents, {}",
+        server.pid(),
+        args.agents,
+        args.server.database_url.as_deref().unwrap_or("SQLite")
+    );
+
+    let t = Instant::now();
+    let creds = enroll(&http, &base, &token, args.agents).await?;
     println!("enrolled {} agents in {:.1?}", args.agents, t.elapsed());
 
+    // Connect, paced so at most as many handshakes are in progress as the
+    // server admits at once (its 503s are counted, not avoided).
     let rss_before = server.rss_bytes();
     let (mode_tx, mode_rx) = watch::channel(Mode::Idle);
-    let ready = Arc::new(AtomicU64::new(0));
-    let done_hb = Arc::new(AtomicU64::new(0));
-    let creds = std::mem::take(&mut *creds.lock().await);
+    let agent_tls = match &server.pin {
+        Some(pin) => Some(tls_config(pin, &[])?),
+        None => None,
+    };
+    let fleet = Fleet::new(args.server.addr, agent_tls, args.agents, mode_rx);
+    let window = args.server.max_pending_handshakes.unwrap_or(256) as u64;
     let ids: Vec<Uuid> = creds.iter().map(|c| c.0).collect();
     let t = Instant::now();
-    let mut agents = Vec::new();
+    let mut agents = Vec::with_capacity(args.agents);
     for (i, (id, secret)) in creds.into_iter().enumerate() {
-        agents.push(tokio::spawn(agent_task(
-            server.addr,
-            id,
-            secret,
-            mode_rx.clone(),
-            ready.clone(),
-            done_hb.clone(),
-        )));
-        if i % 200 == 199 {
-            // pace the handshakes a little so the accept queue never overflows
-            while ready.load(Ordering::Relaxed) + 400 < i as u64
-                && t.elapsed() < Duration::from_secs(120)
-            {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+        while i as u64 >= fleet.welcomes.load(Ordering::Relaxed) + window
+            && t.elapsed() < Duration::from_secs(120)
+        {
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
+        agents.push(tokio::spawn(fleet.clone().run_agent(i, id, secret)));
     }
-    while (ready.load(Ordering::Relaxed) as usize) < args.agents
+    while (fleet.connected.load(Ordering::Relaxed) as usize) < args.agents
         && t.elapsed() < Duration::from_secs(180)
     {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let connected = ready.load(Ordering::Relaxed);
-    println!("connected {connected} agents in {:.1?}", t.elapsed());
+    let connected = fleet.connected.load(Ordering::Relaxed);
+    println!(
+        "connected {connected} agents in {:.1?} ({} answered 503, other failed attempts {:?})",
+        t.elapsed(),
+        fleet.busy.load(Ordering::Relaxed),
+        fleet.failures()
+    );
     if (connected as usize) < args.agents {
         bail!("only {connected} of {} agents connected", args.agents);
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
 
-    if want("rss") {
+    if args.want("rss") {
         let rss = server.rss_bytes();
+        let per_agent = rss.saturating_sub(rss_before) as f64 / args.agents as f64;
         println!(
-            "RSS: before agents {:.1} MiB, with {} idle agents {:.1} MiB, {:.0} bytes/agent",
+            "RSS ({}): before agents {:.1} MiB, with {} idle agents {:.1} MiB, {:.0} bytes = {:.2} KiB/agent",
+            if args.server.tls { "TLS" } else { "plain" },
             rss_before as f64 / 1048576.0,
             args.agents,
             rss as f64 / 1048576.0,
-            (rss.saturating_sub(rss_before)) as f64 / args.agents as f64
+            per_agent,
+            per_agent / 1024.0
         );
     }
 
-    if want("list") {
+    if args.want("list") {
         let mut lat = Vec::with_capacity(args.list_requests);
         let deadline = Instant::now() + Duration::from_secs(120);
         let mut bytes = 0;
@@ -427,7 +363,7 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
-    if want("roundtrip") {
+    if args.want("roundtrip") {
         let mut lat = Vec::with_capacity(args.roundtrips);
         let deadline = Instant::now() + Duration::from_secs(120);
         for i in 0..args.roundtrips {
@@ -477,7 +413,7 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
-    if want("heartbeats") {
+    if args.want("heartbeats") {
         let before = metric(&http, &base, "rmm_agent_heartbeats_total").await?;
         let total = args.agents as f64 * args.heartbeats_per_agent as f64;
         let t = Instant::now();
@@ -505,7 +441,19 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
+    if args.want("storm") {
+        server = storm::run(
+            &fleet,
+            server,
+            &args.server,
+            args.agents,
+            args.storm_give_up,
+        )
+        .await?;
+    }
+
     mode_tx.send(Mode::Stop)?;
     drop(agents);
+    drop(server);
     Ok(())
 }
