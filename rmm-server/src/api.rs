@@ -342,6 +342,21 @@ pub struct AuditView {
 
 // ---------------------------------------------------------------- requests
 
+/// Longest e-mail, in characters as sent (surrounding whitespace included).
+pub const MAX_EMAIL_CHARS: usize = 254;
+/// Shortest password of a user, in characters.
+pub const MIN_PASSWORD_CHARS: usize = 8;
+/// Longest password, in characters.
+pub const MAX_PASSWORD_CHARS: usize = 1024;
+/// Longest enrollment `server_url`, in characters as sent.
+pub const MAX_SERVER_URL_CHARS: usize = 2048;
+/// Longest `timeout_secs` of a command (7 days).
+pub const MAX_TIMEOUT_SECS: u32 = 7 * 86_400;
+/// `limit` of `GET /api/agents/:id/commands`: bounds and default.
+pub const COMMAND_PAGE_LIMIT: (u32, u32, u32) = (1, 500, 50);
+/// `limit` of `GET /api/audit`: bounds and default.
+pub const AUDIT_PAGE_LIMIT: (u32, u32, u32) = (1, 1000, 100);
+
 /// `POST /api/auth/login`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct LoginRequest {
@@ -371,8 +386,30 @@ pub struct CommandRequest {
     #[schema(value_type = Option<String>, example = "system")]
     pub context: CommandContext,
     /// Seconds before the agent kills it.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "integral_u32")]
     pub timeout_secs: Option<u32>,
+}
+
+/// An optional `u32` given as any JSON number that is an integer in JSON
+/// Schema's sense: `30` and `30.0` alike (OpenAPI's `type: integer`
+/// allows both).
+fn integral_u32<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let value = match n.as_u64() {
+        Some(u) => u32::try_from(u).ok(),
+        None => n
+            .as_f64()
+            .filter(|f| f.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(f))
+            .map(|f| f as u32),
+    };
+    value.map(Some).ok_or_else(|| {
+        serde::de::Error::invalid_value(
+            serde::de::Unexpected::Other(&n.to_string()),
+            &"a non-negative integer",
+        )
+    })
 }
 
 /// The id of an accepted command.
@@ -486,22 +523,47 @@ pub async fn audit(
     }
 }
 
-fn valid_email(email: &str) -> bool {
-    email.len() <= 254
-        && email
-            .split_once('@')
-            .is_some_and(|(l, d)| !l.is_empty() && !d.is_empty())
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+/// Length in characters, the unit of OpenAPI's `minLength`/`maxLength`.
+fn chars(s: &str) -> usize {
+    s.chars().count()
+}
+
+/// A new user's e-mail as stored (trimmed, lowercase), or `None` unless it
+/// is `name@domain` without whitespace or control characters, within
+/// [`MAX_EMAIL_CHARS`] as sent.
+fn user_email(raw: &str) -> Option<String> {
+    if chars(raw) > MAX_EMAIL_CHARS {
+        return None;
+    }
+    let email = raw.trim().to_lowercase();
+    let ok = email
+        .split_once('@')
+        .is_some_and(|(l, d)| !l.is_empty() && !d.is_empty())
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+    ok.then_some(email)
 }
 
 fn check_password(pw: &str) -> Result<(), ApiError> {
-    if pw.chars().count() < 8 || pw.len() > 1024 {
+    if !(MIN_PASSWORD_CHARS..=MAX_PASSWORD_CHARS).contains(&chars(pw)) {
         return Err(ApiError::unprocessable(
             "weak_password",
             "the password must have 8 to 1024 characters",
         ));
     }
     Ok(())
+}
+
+/// A page's `limit` (`(min, max, default)`), 400 `invalid_query` when out
+/// of range.
+fn page_limit(limit: Option<u32>, (min, max, default): (u32, u32, u32)) -> Result<u32, ApiError> {
+    let limit = limit.unwrap_or(default);
+    if !(min..=max).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("limit must be between {min} and {max}"),
+        ));
+    }
+    Ok(limit)
 }
 
 async fn hash_blocking(state: &AppState, pw: String) -> Result<String, ApiError> {
@@ -540,13 +602,13 @@ pub async fn login(
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
     let ip = client.to_string();
-    let email = req.email.trim().to_lowercase();
-    if email.len() > 254 || req.password.len() > 1024 {
+    if chars(&req.email) > MAX_EMAIL_CHARS || chars(&req.password) > MAX_PASSWORD_CHARS {
         return Err(ApiError::unprocessable(
             "invalid_credentials_format",
             "email or password too long",
         ));
     }
+    let email = req.email.trim().to_lowercase();
     if email.chars().any(char::is_control) {
         return Err(ApiError::unprocessable(
             "invalid_credentials_format",
@@ -801,11 +863,11 @@ pub async fn submit_command(
         ));
     }
     if let Some(t) = req.timeout_secs
-        && (t == 0 || t > 7 * 86_400)
+        && !(1..=MAX_TIMEOUT_SECS).contains(&t)
     {
         return Err(ApiError::unprocessable(
             "invalid_timeout",
-            "timeout_secs must be between 1 and 604800",
+            format!("timeout_secs must be between 1 and {MAX_TIMEOUT_SECS}"),
         ));
     }
     let agent = state.store.get_agent(agent_id).await?;
@@ -921,13 +983,7 @@ pub async fn list_commands(
     ApiQuery(page): ApiQuery<CommandPage>,
 ) -> Result<Json<Vec<CommandView>>, ApiError> {
     user.require(Role::Readonly)?;
-    let limit = page.limit.unwrap_or(50);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            "limit must be between 1 and 500",
-        ));
-    }
+    let limit = page_limit(page.limit, COMMAND_PAGE_LIMIT)?;
     if state.store.get_agent(agent_id).await?.is_none() {
         return Err(ApiError::not_found("no such agent"));
     }
@@ -1015,13 +1071,12 @@ pub async fn create_user(
     ApiJson(req): ApiJson<UserCreate>,
 ) -> Result<(StatusCode, Json<UserView>), ApiError> {
     user.require(Role::Admin)?;
-    let email = req.email.trim().to_lowercase();
-    if !valid_email(&email) {
+    let Some(email) = user_email(&req.email) else {
         return Err(ApiError::unprocessable(
             "invalid_email",
             "email must look like name@domain",
         ));
-    }
+    };
     check_password(&req.password)?;
     let now = now_ms();
     let hash = hash_blocking(&state, req.password).await?;
@@ -1140,13 +1195,7 @@ pub async fn list_audit(
     ApiQuery(page): ApiQuery<AuditPage>,
 ) -> Result<Json<Vec<AuditView>>, ApiError> {
     user.require(Role::Admin)?;
-    let limit = page.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            "limit must be between 1 and 1000",
-        ));
-    }
+    let limit = page_limit(page.limit, AUDIT_PAGE_LIMIT)?;
     let rows = state.store.list_audit(page.before, limit).await?;
     Ok(Json(
         rows.into_iter()
