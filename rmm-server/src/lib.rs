@@ -32,6 +32,7 @@ pub mod enroll;
 pub mod error;
 pub mod hub;
 pub mod metrics;
+pub mod openapi;
 pub mod releases;
 pub mod store;
 pub mod tls;
@@ -200,7 +201,8 @@ pub async fn create_bundle(
             "agent_name must match ^[a-z0-9][a-z0-9-]{0,62}$",
         ));
     }
-    // The length counts characters as sent, and a URL needs a host.
+    // The length counts characters as sent, and a URL needs a host
+    // (`openapi::server_url_pattern` states the same rule).
     let given = server_url.unwrap_or(&state.public_url);
     let server_url = given.trim_end_matches('/').to_owned();
     let url_ok = given.chars().count() <= api::MAX_SERVER_URL_CHARS
