@@ -32,6 +32,7 @@ pub mod enroll;
 pub mod error;
 pub mod hub;
 pub mod metrics;
+pub mod openapi;
 pub mod releases;
 pub mod store;
 pub mod tls;
@@ -200,12 +201,13 @@ pub async fn create_bundle(
             "agent_name must match ^[a-z0-9][a-z0-9-]{0,62}$",
         ));
     }
-    let server_url = server_url
-        .map(|u| u.trim_end_matches('/').to_owned())
-        .unwrap_or_else(|| state.public_url.clone());
-    let url_ok = (server_url.starts_with("http://") || server_url.starts_with("https://"))
-        && server_url.len() <= 2048
-        && server_url.len() > "https://".len()
+    // The length counts characters as sent, and a URL needs a host
+    // (`openapi::server_url_pattern` states the same rule).
+    let given = server_url.unwrap_or(&state.public_url);
+    let server_url = given.trim_end_matches('/').to_owned();
+    let url_ok = given.chars().count() <= api::MAX_SERVER_URL_CHARS
+        && (server_url.starts_with("http://") || server_url.starts_with("https://"))
+        && url_host(&server_url).is_some()
         && !server_url
             .chars()
             .any(|c| c.is_whitespace() || c.is_control());

@@ -226,6 +226,9 @@ pub struct UnknownWord {
 macro_rules! wire_words {
     ($ty:ident, $what:literal, { $($variant:ident => $word:literal),+ $(,)? }) => {
         impl $ty {
+            /// Every wire name, in declaration order.
+            pub const WORDS: &'static [&'static str] = &[$($word),+];
+
             /// The stable wire name.
             pub fn as_str(&self) -> &'static str {
                 match self { $($ty::$variant => $word),+ }
@@ -244,7 +247,7 @@ macro_rules! wire_words {
                     _ => Err(UnknownWord {
                         what: $what,
                         word: s.to_owned(),
-                        expected: &[$($word),+],
+                        expected: Self::WORDS,
                     }),
                 }
             }

@@ -303,7 +303,7 @@ pub struct Enrollment {
 }
 
 /// `running` until a final status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CommandStatus {
     /// Accepted and not final yet (queued, delivered or executing).
@@ -319,8 +319,9 @@ pub enum CommandStatus {
 }
 
 /// Where a `running` command is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = CommandPhase)]
 pub enum Phase {
     /// Waiting for the agent.
     Queued,

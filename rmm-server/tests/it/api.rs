@@ -1326,3 +1326,67 @@ async fn error_messages_name_no_rust_types() {
         }
     }
 }
+
+/// Lengths count characters, as OpenAPI's `maxLength` does: a password of
+/// 1024 three-byte characters is accepted, one of 1025 is not.
+#[tokio::test]
+async fn lengths_count_characters() {
+    let srv = TestServer::start().await;
+    let admin = srv.admin().await;
+    for (n, (chars, status)) in [
+        (rmm_server::api::MAX_PASSWORD_CHARS, 201),
+        (rmm_server::api::MAX_PASSWORD_CHARS + 1, 422),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let body = json!({
+            "email": format!("wide{n}@example.com"),
+            "password": "€".repeat(chars),
+            "role": "readonly",
+        });
+        let (got, b) = srv
+            .call("POST", "/api/users", Some(&admin), Some(body))
+            .await;
+        assert_eq!(got, status, "{chars} characters: {b}");
+    }
+    let email = format!(
+        "{}@example.com",
+        "é".repeat(rmm_server::api::MAX_EMAIL_CHARS - 12)
+    );
+    assert_eq!(email.chars().count(), rmm_server::api::MAX_EMAIL_CHARS);
+    let body = json!({"email": email, "password": "password-1", "role": "readonly"});
+    let (got, b) = srv
+        .call("POST", "/api/users", Some(&admin), Some(body))
+        .await;
+    assert_eq!(got, 201, "{b}");
+}
+
+/// `timeout_secs` is an integer in JSON Schema's sense: `30.0` is 30.
+#[tokio::test]
+async fn an_integral_float_is_an_integer() {
+    let srv = TestServer::start().await;
+    let admin = srv.admin().await;
+    let (agent, _) = srv.enroll("floaty").await;
+    let path = format!("/api/agents/{agent}/command");
+    for (timeout, status) in [
+        (json!(30.0), 200),
+        (json!(1e2), 200),
+        (json!(30.5), 400),
+        (json!(-1.0), 400),
+        (json!(0.0), 422),
+        (json!(604_801.0), 422),
+    ] {
+        let body = json!({"command_type": "sh", "command": "true", "timeout_secs": timeout});
+        let (got, b) = srv.call("POST", &path, Some(&admin), Some(body)).await;
+        assert_eq!(got, status, "timeout_secs {timeout}: {b}");
+    }
+    let id = srv
+        .submit(
+            &admin,
+            agent,
+            json!({"command_type": "sh", "command": "true", "timeout_secs": 45.0}),
+        )
+        .await;
+    assert_eq!(srv.command(&admin, id).await["timeout_secs"], 45);
+}

@@ -308,6 +308,35 @@ async fn bundle_validation() {
     }
 }
 
+/// A server URL needs a host, and its length counts characters as sent
+/// (the unit of the OpenAPI description's `maxLength`).
+#[tokio::test]
+async fn server_url_needs_a_host_and_counts_characters() {
+    let srv = TestServer::start().await;
+    let admin = srv.admin().await;
+    let max = rmm_server::api::MAX_SERVER_URL_CHARS;
+    let wide = |chars: usize| format!("https://{}", "é".repeat(chars - "https://".len()));
+    for (n, (url, status)) in [
+        ("https:///path".to_owned(), 422),
+        ("https://:443".to_owned(), 422),
+        ("https://user@".to_owned(), 422),
+        ("https://a".to_owned(), 201),
+        (wide(max), 201),
+        (wide(max + 1), 422),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let body = json!({"agent_name": format!("host-{n}"), "server_url": url});
+        let got = bundle(&srv, &admin, body).await;
+        if status == 201 {
+            assert_eq!(got.0, 201, "{url}: {}", got.1);
+        } else {
+            assert_error(&got, 422, "invalid_server_url");
+        }
+    }
+}
+
 #[tokio::test]
 async fn expired_tokens_are_404_and_swept() {
     let srv = TestServer::start_with(|c| c.enroll_ttl = Duration::from_millis(400)).await;

@@ -8,5 +8,6 @@ mod common;
 mod durability;
 mod enroll;
 mod hub;
+mod openapi;
 mod store;
 mod tls;
