@@ -1318,8 +1318,10 @@ pub async fn agent_ws(
     let ws = ws.map_err(|e| ApiError::bad_request("websocket_required", e.body_text()))?;
     let frame = rmm_core::protocol::Limits::default().max_frame();
     let hub = state.hub.clone();
+    // Every idle agent holds its read buffer: 2 KiB (a larger frame is
+    // still read whole, in 2 KiB reads). No write buffer.
     Ok(ws
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(2 * 1024)
         .write_buffer_size(0)
         .max_write_buffer_size(state.config.body_limit.max(frame) * 2 + 1024 * 1024)
         .max_message_size(frame)

@@ -17,6 +17,11 @@
 //! A slow agent only slows its own task: every send has a timeout, after
 //! which that connection is dropped (the agent reconnects and nothing is
 //! lost, because nothing is acknowledged before it is durable).
+//!
+//! Memory per idle agent is mostly that task: a task is allocated at the
+//! size of its largest state, so the handshake and the handling of
+//! anything but a heartbeat run in boxed futures, and the idle task is
+//! about the size of its `select!` loop.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
@@ -438,173 +443,12 @@ impl Hub {
             resyncs: HashMap::new(),
         };
 
-        // 1. hello, within the hello timeout.
-        let hello =
-            match tokio::time::timeout(self.config.hello_timeout, self.read_hello(&mut s, &mut ws))
-                .await
-            {
-                Ok(Ok(h)) => h,
-                Ok(Err((code, reason))) => {
-                    close(&mut ws, code, reason).await;
-                    return;
-                }
-                Err(_) => {
-                    close(
-                        &mut ws,
-                        close_code::POLICY,
-                        "no hello within the time limit",
-                    )
-                    .await;
-                    return;
-                }
-            };
-        if hello.agent_id != agent_id {
-            self.send_error(
-                &mut s,
-                &mut ws,
-                "unauthorized",
-                "hello agent_id differs from the authenticated agent",
-            )
-            .await;
-            close(&mut ws, close_code::POLICY, "agent id mismatch").await;
-            return;
-        }
-        let Some(version) = negotiate(VersionRange::current(), hello.protocol) else {
-            let msg = format!(
-                "server speaks protocol {}..={}, agent {}..={}",
-                VersionRange::current().min,
-                VersionRange::current().max,
-                hello.protocol.min,
-                hello.protocol.max
-            );
-            self.send_error(&mut s, &mut ws, "unsupported_protocol", &msg)
-                .await;
-            close(
-                &mut ws,
-                close_code::PROTOCOL,
-                "unsupported protocol version",
-            )
-            .await;
+        // 1. hello ... welcome. Boxed: its futures and the hello's strings
+        // are needed once, and the task keeps the size of its largest
+        // state for the connection's whole life (memory per idle agent).
+        let Some(mut flow) = Box::pin(self.handshake(&mut s, &mut ws, addr, slot)).await else {
             return;
         };
-        let record = AgentHello {
-            agent_id,
-            session_id: s.session_id,
-            hostname: clip(&hello.hostname, 255),
-            os: clip(&hello.os, 64),
-            arch: clip(&hello.arch, 64),
-            agent_version: clip(&hello.agent_version, 64),
-            channel: if hello.channel == "beta" {
-                "beta"
-            } else {
-                "stable"
-            }
-            .to_owned(),
-            machine_uid: clip(&hello.machine_uid, 255),
-            address: addr.to_string(),
-            now: now_ms(),
-            live_after: now_ms() - self.config.online_window_ms(),
-        };
-        let replaced = match self.store.agent_connected(&record).await {
-            Ok(HelloOutcome::Accepted { replaced }) => replaced,
-            Ok(HelloOutcome::MachineMismatch { recorded }) => {
-                tracing::warn!(agent = %agent_id, "hello refused: machine identity differs from the credential's");
-                self.audit_hello_refused(
-                    &record,
-                    "machine_mismatch",
-                    serde_json::json!({
-                        "recorded_machine_uid": recorded,
-                    }),
-                )
-                .await;
-                self.send_error(
-                    &mut s,
-                    &mut ws,
-                    "machine_mismatch",
-                    "this credential belongs to another machine; re-enroll this machine",
-                )
-                .await;
-                close(&mut ws, close_code::POLICY, "machine identity mismatch").await;
-                return;
-            }
-            Ok(HelloOutcome::MachineInUse { by }) => {
-                tracing::warn!(agent = %agent_id, online = %by, "hello refused: its machine is online as another agent");
-                self.audit_hello_refused(
-                    &record,
-                    "machine_in_use",
-                    serde_json::json!({
-                        "online_agent": by.to_string(),
-                    }),
-                )
-                .await;
-                self.send_error(
-                    &mut s,
-                    &mut ws,
-                    "machine_in_use",
-                    "another agent of this machine is online; retry once it has stopped",
-                )
-                .await;
-                close(
-                    &mut ws,
-                    close_code::TRY_AGAIN_LATER,
-                    "machine online as another agent",
-                )
-                .await;
-                return;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, agent = %agent_id, "cannot record hello");
-                close(&mut ws, 1011, "server error").await;
-                return;
-            }
-        };
-        self.agents_changed();
-        for old in replaced {
-            tracing::info!(old = %old, new = %agent_id, "agent replaced by the first hello of a re-enrollment of its machine");
-            self.disconnect(old);
-            let audit = NewAudit {
-                at: record.now,
-                actor: format!("agent:{agent_id}"),
-                action: "agent.replace".into(),
-                target: Some(old.to_string()),
-                address: Some(record.address.clone()),
-                detail: serde_json::json!({
-                    "replaced": old.to_string(),
-                    "by": agent_id.to_string(),
-                    "machine_uid": record.machine_uid,
-                    "hostname": record.hostname,
-                }),
-            };
-            if let Err(e) = self.store.append_audit(&audit).await {
-                tracing::warn!(error = %e, "cannot write audit record");
-            }
-        }
-        // Register; a previous connection of the same agent is closed.
-        if let Some(prev) = self.conns().insert(agent_id, conn.clone()) {
-            prev.close.notify_one();
-        }
-        self.metrics.set_connected(self.connected());
-        let welcome = Message::Welcome(Welcome {
-            protocol: version,
-            agent_id,
-            heartbeat_interval_secs: self.heartbeat_secs(),
-            settings: AgentSettings {
-                max_output_bytes: self.config.max_output_bytes,
-                max_concurrent_commands: self.config.max_concurrent_commands,
-            },
-        });
-        let welcomed = self.send(&mut s, &mut ws, &welcome).await;
-        drop(slot);
-        let mut flow = match welcomed {
-            true => self.deliver(&mut s, &mut ws, true).await,
-            false => Flow::Close(close_code::NORMAL, "send failed"),
-        };
-        if let Flow::Continue = flow
-            && let Some(offer) = self.update_offer(&hello).await
-            && !self.send(&mut s, &mut ws, &offer).await
-        {
-            flow = Flow::Close(close_code::NORMAL, "");
-        }
 
         // 2. the connection loop.
         let interval = Duration::from_secs(u64::from(self.heartbeat_secs()));
@@ -636,7 +480,7 @@ impl Hub {
                     }
                     if self.send(&mut s, &mut ws, &m).await { Flow::Continue } else { Flow::Close(close_code::NORMAL, "") }
                 }
-                _ = conn.kick.notified() => self.deliver(&mut s, &mut ws, false).await,
+                _ = conn.kick.notified() => Box::pin(self.deliver(&mut s, &mut ws, false)).await,
                 _ = tick.tick() => {
                     if s.last_heard.elapsed() >= interval * 3 {
                         tracing::info!(agent = %agent_id, "agent silent for 3 heartbeat intervals, dropping");
@@ -671,6 +515,173 @@ impl Hub {
             tracing::warn!(error = %e, agent = %agent_id, "cannot record disconnect");
         }
         self.agents_changed();
+    }
+
+    /// From `hello` to `welcome`, the first delivery and an update offer;
+    /// `None` when the connection was refused (and closed) before it was
+    /// registered.
+    async fn handshake(
+        &self,
+        s: &mut Session,
+        ws: &mut WebSocket,
+        addr: std::net::IpAddr,
+        slot: HandshakeSlot,
+    ) -> Option<Flow> {
+        let agent_id = s.agent_id;
+        let hello =
+            match tokio::time::timeout(self.config.hello_timeout, self.read_hello(s, ws)).await {
+                Ok(Ok(h)) => h,
+                Ok(Err((code, reason))) => {
+                    close(ws, code, reason).await;
+                    return None;
+                }
+                Err(_) => {
+                    close(ws, close_code::POLICY, "no hello within the time limit").await;
+                    return None;
+                }
+            };
+        if hello.agent_id != agent_id {
+            self.send_error(
+                s,
+                ws,
+                "unauthorized",
+                "hello agent_id differs from the authenticated agent",
+            )
+            .await;
+            close(ws, close_code::POLICY, "agent id mismatch").await;
+            return None;
+        }
+        let Some(version) = negotiate(VersionRange::current(), hello.protocol) else {
+            let msg = format!(
+                "server speaks protocol {}..={}, agent {}..={}",
+                VersionRange::current().min,
+                VersionRange::current().max,
+                hello.protocol.min,
+                hello.protocol.max
+            );
+            self.send_error(s, ws, "unsupported_protocol", &msg).await;
+            close(ws, close_code::PROTOCOL, "unsupported protocol version").await;
+            return None;
+        };
+        let record = AgentHello {
+            agent_id,
+            session_id: s.session_id,
+            hostname: clip(&hello.hostname, 255),
+            os: clip(&hello.os, 64),
+            arch: clip(&hello.arch, 64),
+            agent_version: clip(&hello.agent_version, 64),
+            channel: if hello.channel == "beta" {
+                "beta"
+            } else {
+                "stable"
+            }
+            .to_owned(),
+            machine_uid: clip(&hello.machine_uid, 255),
+            address: addr.to_string(),
+            now: now_ms(),
+            live_after: now_ms() - self.config.online_window_ms(),
+        };
+        let replaced = match self.store.agent_connected(&record).await {
+            Ok(HelloOutcome::Accepted { replaced }) => replaced,
+            Ok(HelloOutcome::MachineMismatch { recorded }) => {
+                tracing::warn!(agent = %agent_id, "hello refused: machine identity differs from the credential's");
+                self.audit_hello_refused(
+                    &record,
+                    "machine_mismatch",
+                    serde_json::json!({
+                        "recorded_machine_uid": recorded,
+                    }),
+                )
+                .await;
+                self.send_error(
+                    s,
+                    ws,
+                    "machine_mismatch",
+                    "this credential belongs to another machine; re-enroll this machine",
+                )
+                .await;
+                close(ws, close_code::POLICY, "machine identity mismatch").await;
+                return None;
+            }
+            Ok(HelloOutcome::MachineInUse { by }) => {
+                tracing::warn!(agent = %agent_id, online = %by, "hello refused: its machine is online as another agent");
+                self.audit_hello_refused(
+                    &record,
+                    "machine_in_use",
+                    serde_json::json!({
+                        "online_agent": by.to_string(),
+                    }),
+                )
+                .await;
+                self.send_error(
+                    s,
+                    ws,
+                    "machine_in_use",
+                    "another agent of this machine is online; retry once it has stopped",
+                )
+                .await;
+                close(
+                    ws,
+                    close_code::TRY_AGAIN_LATER,
+                    "machine online as another agent",
+                )
+                .await;
+                return None;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, agent = %agent_id, "cannot record hello");
+                close(ws, 1011, "server error").await;
+                return None;
+            }
+        };
+        self.agents_changed();
+        for old in replaced {
+            tracing::info!(old = %old, new = %agent_id, "agent replaced by the first hello of a re-enrollment of its machine");
+            self.disconnect(old);
+            let audit = NewAudit {
+                at: record.now,
+                actor: format!("agent:{agent_id}"),
+                action: "agent.replace".into(),
+                target: Some(old.to_string()),
+                address: Some(record.address.clone()),
+                detail: serde_json::json!({
+                    "replaced": old.to_string(),
+                    "by": agent_id.to_string(),
+                    "machine_uid": record.machine_uid,
+                    "hostname": record.hostname,
+                }),
+            };
+            if let Err(e) = self.store.append_audit(&audit).await {
+                tracing::warn!(error = %e, "cannot write audit record");
+            }
+        }
+        // Register; a previous connection of the same agent is closed.
+        if let Some(prev) = self.conns().insert(agent_id, s.conn.clone()) {
+            prev.close.notify_one();
+        }
+        self.metrics.set_connected(self.connected());
+        let welcome = Message::Welcome(Welcome {
+            protocol: version,
+            agent_id,
+            heartbeat_interval_secs: self.heartbeat_secs(),
+            settings: AgentSettings {
+                max_output_bytes: self.config.max_output_bytes,
+                max_concurrent_commands: self.config.max_concurrent_commands,
+            },
+        });
+        let welcomed = self.send(s, ws, &welcome).await;
+        drop(slot);
+        let mut flow = match welcomed {
+            true => self.deliver(s, ws, true).await,
+            false => Flow::Close(close_code::NORMAL, "send failed"),
+        };
+        if let Flow::Continue = flow
+            && let Some(offer) = self.update_offer(&hello).await
+            && !self.send(s, ws, &offer).await
+        {
+            flow = Flow::Close(close_code::NORMAL, "");
+        }
+        Some(flow)
     }
 
     /// An `update_available` for an agent that runs an older build than
@@ -745,18 +756,20 @@ impl Hub {
     async fn on_ws_message(&self, s: &mut Session, ws: &mut WebSocket, m: WsMessage) -> Flow {
         match m {
             WsMessage::Binary(b) => match s.codec_in.decode_message(&b) {
-                Ok(Frame::Control(msg)) => self.on_message(s, ws, msg).await,
+                // The bulk of agent traffic, answered in place.
+                Ok(Frame::Control(Message::Heartbeat(_))) => {
+                    self.on_heartbeat(s);
+                    Flow::Continue
+                }
+                // Boxed, like the handshake: the store calls and replies
+                // would otherwise size every idle connection's task.
+                Ok(Frame::Control(msg)) => Box::pin(self.on_message(s, ws, msg)).await,
                 // Tunnel data is not served by this hub yet; ignored.
                 Ok(Frame::Data { .. }) => Flow::Continue,
                 Err(DecodeError::Json(e)) => {
                     self.metrics.bad_messages.fetch_add(1, Ordering::Relaxed);
-                    self.send_error(
-                        s,
-                        ws,
-                        "bad_message",
-                        &format!("invalid control message: {e}"),
-                    )
-                    .await;
+                    let text = format!("invalid control message: {e}");
+                    Box::pin(self.send_error(s, ws, "bad_message", &text)).await;
                     Flow::Continue
                 }
                 Err(e) => {
@@ -773,12 +786,16 @@ impl Hub {
         }
     }
 
+    fn on_heartbeat(&self, s: &Session) {
+        s.conn.last_seen_ms.store(now_ms(), Ordering::Relaxed);
+        self.metrics.heartbeats.fetch_add(1, Ordering::Relaxed);
+    }
+
     async fn on_message(&self, s: &mut Session, ws: &mut WebSocket, msg: Message) -> Flow {
         let agent = s.agent_id;
         let result = match msg {
             Message::Heartbeat(_) => {
-                s.conn.last_seen_ms.store(now_ms(), Ordering::Relaxed);
-                self.metrics.heartbeats.fetch_add(1, Ordering::Relaxed);
+                self.on_heartbeat(s);
                 return Flow::Continue;
             }
             Message::CommandStarted(c) => {
