@@ -1602,7 +1602,7 @@ pub async fn download(
 
 /// Prometheus metrics.
 #[utoipa::path(get, path = "/metrics",
-    responses((status = 200, description = "Prometheus text format", content(("text/plain; version=0.0.4; charset=utf-8")))))]
+    responses((status = 200, description = "OpenMetrics text (the same string as `metrics::CONTENT_TYPE`; scripts/api-fuzz checks they agree)", content(("application/openmetrics-text; version=1.0.0; charset=utf-8")))))]
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let counts = state.store.command_counts().await?;
     state.metrics.set_connected(state.hub.connected());
