@@ -48,7 +48,7 @@ struct Throttled {
 
 #[derive(Debug, Default)]
 struct Inner {
-    /// Start of the budget window (ms, a multiple of [`WINDOW_MS`]).
+    /// Start of the budget window (ms): its first admitted row.
     budget_window: i64,
     /// Rows admitted in the budget window.
     admitted: u32,
@@ -88,12 +88,14 @@ impl AuditGate {
     /// Whether an unauthenticated `action` may be written as a row now;
     /// when not, it is counted into the window's `audit.suppressed` row.
     pub fn admit(&self, action: &str, now: i64) -> bool {
-        let w = self.window_of(now);
         let mut g = self.lock();
-        if g.budget_window != w {
-            g.budget_window = w;
+        // The budget's window starts with its first row (not on a clock
+        // boundary), so a burst is never split across two budgets.
+        if g.admitted == 0 || now.saturating_sub(g.budget_window) >= self.window_ms {
+            g.budget_window = now;
             g.admitted = 0;
         }
+        let w = g.budget_window;
         if g.admitted < self.per_window {
             g.admitted += 1;
             return true;
@@ -161,7 +163,13 @@ impl AuditGate {
                 });
             }
         }
-        let keep = g.suppressed.split_off(&(current, String::new()));
+        // A budget window is over `window_ms` after its start.
+        let cut = if now == i64::MAX {
+            i64::MAX
+        } else {
+            now.saturating_sub(self.window_ms).saturating_add(1)
+        };
+        let keep = g.suppressed.split_off(&(cut, String::new()));
         let done = std::mem::replace(&mut g.suppressed, keep);
         for ((w, action), count) in done {
             rows.push(NewAudit {
@@ -225,6 +233,24 @@ mod tests {
         assert_eq!(rows[0].action, "audit.suppressed");
         assert_eq!(rows[0].detail["count"], 7);
         assert_eq!(rows[0].detail["suppressed_action"], "login.failure");
+    }
+
+    #[test]
+    fn a_burst_across_a_clock_boundary_has_one_budget() {
+        let g = AuditGate::new(2, WINDOW_MS);
+        let t0 = 8 * WINDOW_MS - 10;
+        assert!(g.admit("login.failure", t0));
+        assert!(g.admit("login.failure", t0 + 5));
+        // the wall clock crosses a minute boundary: same budget
+        assert!(!g.admit("login.failure", t0 + 20));
+        assert!(
+            g.drain(t0 + 20).is_empty(),
+            "the budget window is still open"
+        );
+        let rows = g.drain(t0 + WINDOW_MS);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].detail["count"], 1);
+        assert!(g.admit("login.failure", t0 + WINDOW_MS));
     }
 
     #[test]
