@@ -331,23 +331,7 @@ pub(crate) fn warn_if_insecure(transport: Transport, server_url: &str) {
     }
 }
 
-/// Whether `host` (a URL's host: an IP literal, `[IPv6]` or a name) is
-/// loopback: 127.0.0.0/8, `::1` (also IPv4-mapped) or the name
-/// `localhost` (any case, one trailing dot allowed). Names that only
-/// start with `localhost` or resolve to loopback (`127.0.0.1.nip.io`) are
-/// not: what a name resolves to can change.
-pub fn is_loopback_host(host: &str) -> bool {
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
-        return ip.to_canonical().is_loopback();
-    }
-    host.strip_suffix('.')
-        .unwrap_or(host)
-        .eq_ignore_ascii_case("localhost")
-}
+pub use rmm_core::transport::is_loopback_host;
 
 /// The transport rule: `https://` always; plain `http://` only to a
 /// loopback host ([`is_loopback_host`]) unless `insecure_http` says the

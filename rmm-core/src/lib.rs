@@ -22,4 +22,5 @@
 pub mod channel;
 pub mod io;
 pub mod protocol;
+pub mod transport;
 pub mod tunnel;
