@@ -134,11 +134,17 @@ impl AppState {
     /// certificate when it is self-signed or `--server-cert-sha256 auto`,
     /// else the configured pin, else none.
     pub fn enrollment_pin(&self) -> Option<String> {
-        let auto = self.config.server_cert_sha256.as_deref() == Some("auto");
-        match &self.tls {
-            Some(t) if t.is_self_signed() || auto => Some(t.served_sha256()),
-            _ => self.config.server_cert_sha256.clone(),
+        match self.pinned_tls() {
+            Some(t) => Some(t.served_sha256()),
+            None => self.config.server_cert_sha256.clone(),
         }
+    }
+
+    /// The served certificate when enrollment pins it (self-signed, or
+    /// `--server-cert-sha256 auto`).
+    fn pinned_tls(&self) -> Option<&tls::TlsState> {
+        let auto = self.config.server_cert_sha256.as_deref() == Some("auto");
+        self.tls.as_deref().filter(|t| t.is_self_signed() || auto)
     }
 
     /// The `curl` options that pin the served public key when enrollment
@@ -146,13 +152,9 @@ impl AppState {
     /// `auto`): `-k --pinnedpubkey sha256//...` (curl still refuses any
     /// other key). Empty otherwise.
     pub fn curl_pin_args(&self) -> String {
-        let auto = self.config.server_cert_sha256.as_deref() == Some("auto");
-        match &self.tls {
-            Some(t) if t.is_self_signed() || auto => match t.spki_sha256_b64() {
-                Some(b64) => format!("-k --pinnedpubkey 'sha256//{b64}' "),
-                None => String::new(),
-            },
-            _ => String::new(),
+        match self.pinned_tls().and_then(tls::TlsState::spki_sha256_b64) {
+            Some(b64) => format!("-k --pinnedpubkey 'sha256//{b64}' "),
+            None => String::new(),
         }
     }
 
