@@ -1,0 +1,63 @@
+//! The audit log: writing a record, and `GET /api/audit`.
+
+use axum::Json;
+use axum::extract::State;
+
+use crate::auth::AuthUser;
+use crate::error::{ApiError, ErrorBody};
+use crate::store::{NewAudit, Role};
+use crate::{AppState, now_ms};
+
+use super::*;
+
+/// Appends an audit record; a failure is logged, never returned.
+pub async fn audit(
+    state: &AppState,
+    actor: &str,
+    action: &str,
+    target: Option<String>,
+    address: Option<String>,
+    detail: serde_json::Value,
+) {
+    let entry = NewAudit {
+        at: now_ms(),
+        actor: actor.to_owned(),
+        action: action.to_owned(),
+        target,
+        address,
+        detail,
+    };
+    if let Err(e) = state.store.append_audit(&entry).await {
+        tracing::error!(error = %e, action, "cannot write audit record");
+    }
+}
+
+/// Reads the audit log, newest first.
+#[utoipa::path(get, path = "/api/audit", security(("bearer" = [])), params(AuditPage),
+    responses(
+        (status = 200, description = "newest first", body = [AuditView]),
+        (status = 400, description = "`invalid_query` (also a `limit` out of range)", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: needs the admin role", body = ErrorBody)))]
+pub async fn list_audit(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiQuery(page): ApiQuery<AuditPage>,
+) -> Result<Json<Vec<AuditView>>, ApiError> {
+    user.require(Role::Admin)?;
+    let limit = page_limit(page.limit, AUDIT_PAGE_LIMIT)?;
+    let rows = state.store.list_audit(page.before, limit).await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|r| AuditView {
+                id: r.id,
+                at: ts(r.entry.at),
+                actor: r.entry.actor,
+                action: r.entry.action,
+                target: r.entry.target,
+                address: r.entry.address,
+                detail: r.entry.detail,
+            })
+            .collect(),
+    ))
+}

@@ -1,0 +1,118 @@
+//! Logging in: `POST /api/auth/login`.
+
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+
+use crate::client_addr::ClientIp;
+use crate::error::{ApiError, ErrorBody};
+use crate::{AppState, now_ms};
+
+use super::*;
+
+/// Logs in.
+#[utoipa::path(post, path = "/api/auth/login", request_body = LoginRequest,
+    responses(
+        (status = 200, description = "logged in", body = TokenResponse),
+        (status = 400, description = "`invalid_json`, `invalid_body`", body = ErrorBody),
+        (status = 401, description = "`invalid_credentials`: unknown e-mail or wrong password alike", body = ErrorBody),
+        (status = 403, description = "`account_disabled` (said only after the right password)", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 422, description = "`invalid_credentials_format`: too long, control characters", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many failed attempts of this client", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "seconds to wait")))))]
+pub async fn login(
+    State(state): State<AppState>,
+    client: ClientIp,
+    ApiJson(req): ApiJson<LoginRequest>,
+) -> Result<Json<TokenResponse>, ApiError> {
+    let ip = client.to_string();
+    if chars(&req.email) > MAX_EMAIL_CHARS || chars(&req.password) > MAX_PASSWORD_CHARS {
+        return Err(ApiError::unprocessable(
+            "invalid_credentials_format",
+            "email or password too long",
+        ));
+    }
+    let email = req.email.trim().to_lowercase();
+    if email.chars().any(char::is_control) {
+        return Err(ApiError::unprocessable(
+            "invalid_credentials_format",
+            "the email contains control characters",
+        ));
+    }
+    let now = Instant::now();
+    if let Err(retry) = state.throttle.check(&ip, &email, now) {
+        // aggregated: one row per client and minute (crate::audit)
+        state.audit_gate.throttled(&ip, &email, now_ms());
+        return Err(ApiError::rate_limited(retry));
+    }
+    let user = state.store.user_by_email(&email).await?;
+    let ok = match &user {
+        Some(u) => verify_blocking(&state, req.password, u.password_hash.clone()).await?,
+        None => {
+            // Same work for unknown accounts, so timing does not tell.
+            verify_blocking(&state, req.password, crate::dummy_hash().to_owned()).await?;
+            false
+        }
+    };
+    match (ok, user) {
+        (true, Some(u)) if u.disabled_at.is_some() => {
+            state.throttle.success(&ip, &email);
+            audit(
+                &state,
+                &email,
+                "login.disabled",
+                Some(u.id.to_string()),
+                Some(ip),
+                serde_json::json!({}),
+            )
+            .await;
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "account_disabled",
+                "this account is disabled; ask an admin to enable it",
+            ))
+        }
+        (true, Some(u)) => {
+            state.throttle.success(&ip, &email);
+            audit(
+                &state,
+                &email,
+                "login.success",
+                Some(u.id.to_string()),
+                Some(ip),
+                serde_json::json!({}),
+            )
+            .await;
+            let token = state.jwt.issue(&u, now_ms() / 1000)?;
+            Ok(Json(TokenResponse { token }))
+        }
+        (_, user) => {
+            state.throttle.failure(&ip, &email, now);
+            // An unauthenticated write: within the gate's budget, and the
+            // typed e-mail only clipped (it names no account).
+            if state.audit_gate.admit("login.failure", now_ms()) {
+                let (actor, target, detail) = match &user {
+                    Some(u) => (
+                        u.email.clone(),
+                        Some(u.id.to_string()),
+                        serde_json::json!({}),
+                    ),
+                    None => (
+                        "unknown-account".to_owned(),
+                        None,
+                        serde_json::json!({"email": crate::audit::clip_untrusted(&email)}),
+                    ),
+                };
+                audit(&state, &actor, "login.failure", target, Some(ip), detail).await;
+            }
+            Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_credentials",
+                "invalid email or password",
+            ))
+        }
+    }
+}
