@@ -107,6 +107,9 @@ impl JwtKeys {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_required_spec_claims(&["exp", "iat", "sub"]);
         validation.leeway = 0;
+        // Expiry is checked against the server's clock in `verify`, not
+        // the library's own reading of the system clock.
+        validation.validate_exp = false;
         JwtKeys {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
@@ -149,6 +152,9 @@ impl JwtKeys {
                     _ => ApiError::unauthorized("invalid token"),
                 }
             })?;
+        if claims.exp < now_secs {
+            return Err(ApiError::unauthorized("token expired, log in again"));
+        }
         if claims.exp.saturating_sub(claims.iat) > self.ttl_secs() {
             return Err(ApiError::unauthorized(
                 "token lifetime exceeds the server's limit, log in again",
@@ -173,6 +179,11 @@ pub struct AuthUser {
 }
 
 impl AuthUser {
+    /// This user as the actor of a service call from `client`.
+    pub fn actor(&self, client: &crate::client_addr::ClientIp) -> crate::service::Actor {
+        crate::service::Actor::new(self.email.clone(), Some(client.to_string()))
+    }
+
     /// 403 unless the user has at least `role`.
     pub fn require(&self, role: Role) -> Result<(), ApiError> {
         if self.role >= role {
@@ -207,7 +218,7 @@ impl FromRequestParts<AppState> for AuthUser {
                 "expected Authorization: Bearer <token>",
             ));
         }
-        let claims = state.jwt.verify(token.trim(), crate::now_ms() / 1000)?;
+        let claims = state.jwt.verify(token.trim(), state.now_ms() / 1000)?;
         let id =
             Uuid::parse_str(&claims.sub).map_err(|_| ApiError::unauthorized("invalid token"))?;
         let user = state
@@ -565,7 +576,7 @@ mod tests {
     #[test]
     fn token_lifetime_is_capped_at_verification() {
         let keys = JwtKeys::new(&[7u8; 32], Duration::from_secs(86_400));
-        let now = crate::now_ms() / 1000;
+        let now = 1_800_000_000;
         let user = User::new("a@example.com", String::new(), Role::Admin, 0);
         let issued = keys.issue(&user, now).unwrap();
         assert_eq!(keys.verify(&issued, now).unwrap().exp - now, 86_400);

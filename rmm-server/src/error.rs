@@ -6,6 +6,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::service::ServiceError;
 use crate::store::StoreError;
 
 /// An API error: status, machine code and human message.
@@ -127,6 +128,18 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Conflict(what) => ApiError::conflict(format!("{what} already exists")),
             other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Invalid { code, message } => ApiError::unprocessable(code, message),
+            ServiceError::NotFound(m) => ApiError::not_found(m),
+            ServiceError::Conflict(m) => ApiError::conflict(m),
+            ServiceError::Store(e) => e.into(),
+            ServiceError::Internal(detail) => ApiError::internal(detail),
         }
     }
 }

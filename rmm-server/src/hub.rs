@@ -40,7 +40,7 @@ use crate::audit::AuditGate;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::now_ms;
-use crate::releases::ReleaseCatalog;
+use crate::service::releases::ReleaseCatalog;
 use crate::store::{
     AgentHello, FinishOutcome, HelloOutcome, InventoryItem, NewAudit, Store, WakeBus,
 };

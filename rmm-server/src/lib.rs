@@ -26,6 +26,7 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod client_addr;
+pub mod clock;
 pub mod config;
 pub mod datadir;
 pub mod enroll;
@@ -33,7 +34,7 @@ pub mod error;
 pub mod hub;
 pub mod metrics;
 pub mod openapi;
-pub mod releases;
+pub mod service;
 pub mod store;
 pub mod tls;
 
@@ -44,19 +45,22 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, watch};
-use uuid::Uuid;
 
 pub use config::Config;
 pub use error::{ApiError, ServerError};
 
-use crate::auth::{JwtKeys, LoginThrottle, hash_password, random_token, sha256_hex};
+use crate::auth::{JwtKeys, LoginThrottle, hash_password, random_token};
+use crate::clock::{Clock, ServerClock};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::store::{NewEnrollment, Role, Store, StoreError, User};
+use crate::service::Actor;
+use crate::service::releases::ReleaseCatalog;
+use crate::store::{Role, Store, StoreError};
 
-/// Wall-clock now, unix milliseconds.
+/// Wall-clock now, unix milliseconds, from a fresh [`clock::ServerClock`].
+/// Only the hub still calls this; everything else reads [`App::clock`].
 pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+    clock::unix_ms_i64(&clock::ServerClock::new())
 }
 
 /// An argon2id hash of a random password, verified against when the login
@@ -89,7 +93,9 @@ pub struct App {
     /// The `GET /api/agents` snapshot.
     pub agent_list: api::AgentListCache,
     /// The verified release catalog (shared with the hub).
-    pub releases: Arc<releases::ReleaseCatalog>,
+    pub releases: Arc<ReleaseCatalog>,
+    /// The clock: every timestamp and expiry of the server is read here.
+    pub clock: Arc<dyn Clock>,
     /// The served certificate, when serving HTTPS.
     pub tls: Option<Arc<tls::TlsState>>,
 }
@@ -129,7 +135,12 @@ impl Deref for AppState {
     }
 }
 
-impl AppState {
+impl App {
+    /// Now, unix milliseconds, from [`App::clock`].
+    pub fn now_ms(&self) -> i64 {
+        clock::unix_ms_i64(&*self.clock)
+    }
+
     /// The certificate pin written into enrollment bundles: the served
     /// certificate when it is self-signed or `--server-cert-sha256 auto`,
     /// else the configured pin, else none.
@@ -163,112 +174,6 @@ impl AppState {
     pub fn needs_insecure_http(url: &str) -> bool {
         url.starts_with("http://") && !url_host(url).is_some_and(|h| is_loopback_host(&h))
     }
-
-    /// The verified release index of the downloads directory (empty
-    /// without one).
-    pub async fn release_index(&self) -> Arc<rmm_core::channel::ReleaseIndex> {
-        self.releases.index().await
-    }
-
-    /// The newest Linux build per architecture for a channel word.
-    pub async fn linux_builds(&self, channel: &str) -> Vec<enroll::BuildChoice> {
-        let channel = if channel == "beta" {
-            rmm_core::channel::Channel::Beta
-        } else {
-            rmm_core::channel::Channel::Stable
-        };
-        enroll::linux_builds(&*self.release_index().await, channel)
-    }
-}
-
-/// Creates an enrollment bundle (the API route and the `enroll-bundle`
-/// CLI both call this).
-pub async fn create_bundle(
-    state: &AppState,
-    agent_name: &str,
-    server_url: Option<&str>,
-    channel: api::ChannelWord,
-    actor: &str,
-    address: Option<String>,
-) -> Result<api::EnrollResponse, ApiError> {
-    if !enroll::valid_agent_name(agent_name) {
-        return Err(ApiError::unprocessable(
-            "invalid_agent_name",
-            "agent_name must match ^[a-z0-9][a-z0-9-]{0,62}$",
-        ));
-    }
-    // The length counts characters as sent, and a URL needs a host
-    // (`openapi::server_url_pattern` states the same rule).
-    let given = server_url.unwrap_or(&state.public_url);
-    let server_url = given.trim_end_matches('/').to_owned();
-    let url_ok = given.chars().count() <= api::MAX_SERVER_URL_CHARS
-        && (server_url.starts_with("http://") || server_url.starts_with("https://"))
-        && url_host(&server_url).is_some()
-        && !server_url
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control());
-    if !url_ok {
-        return Err(ApiError::unprocessable(
-            "invalid_server_url",
-            "server_url must be an absolute http:// or https:// URL",
-        ));
-    }
-    if AppState::needs_insecure_http(&server_url) && !state.config.insecure_http {
-        return Err(ApiError::unprocessable(
-            "insecure_server_url",
-            "server_url is plain http:// to a host that is not loopback: the agent's secret would \
-             cross the network in clear text; use https:// (or start the server with --insecure-http)",
-        ));
-    }
-    let token = random_token(enroll::TOKEN_BYTES);
-    let now = now_ms();
-    let ttl = i64::try_from(state.config.enroll_ttl.as_millis()).unwrap_or(300_000);
-    let channel = match channel {
-        api::ChannelWord::Stable => "stable",
-        api::ChannelWord::Beta => "beta",
-    };
-    let e = NewEnrollment {
-        agent_id: Uuid::new_v4(),
-        agent_name: agent_name.to_owned(),
-        token_hash: sha256_hex(&token),
-        server_url,
-        channel: channel.to_owned(),
-        created_by: actor.to_owned(),
-        created_at: now,
-        expires_at: now + ttl,
-    };
-    state
-        .store
-        .create_enrollment(&e)
-        .await
-        .map_err(|err| match err {
-            StoreError::Conflict(_) => {
-                ApiError::conflict(format!("an agent named {agent_name} already exists"))
-            }
-            other => other.into(),
-        })?;
-    state.hub.agents_changed();
-    api::audit(
-        state,
-        actor,
-        "enrollment.create",
-        Some(e.agent_id.to_string()),
-        address,
-        serde_json::json!({"agent_name": agent_name, "channel": channel, "expires_at": e.expires_at}),
-    )
-    .await;
-    Ok(api::EnrollResponse {
-        command: format!(
-            "curl -fsSL {}{}/api/v1/enroll-bundle/{token}.sh | sudo bash",
-            state.curl_pin_args(),
-            state.public_url
-        ),
-        token,
-        expires_at: chrono::DateTime::<chrono::Utc>::from_timestamp_millis(e.expires_at)
-            .unwrap_or_default()
-            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        agent_id: e.agent_id,
-    })
 }
 
 /// Reads or creates the JWT secret: `config.jwt_secret`, else
@@ -311,6 +216,7 @@ pub async fn open_state(
     config: Config,
     public_url: String,
     shutdown: watch::Receiver<bool>,
+    clock: Arc<dyn Clock>,
 ) -> Result<AppState, ServerError> {
     if let Some(pin) = &config.server_cert_sha256
         && pin != "auto"
@@ -358,7 +264,7 @@ pub async fn open_state(
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::default());
     let public_url = public_url.trim_end_matches('/').to_owned();
-    let releases = Arc::new(releases::ReleaseCatalog::new(config.downloads_dir.clone()));
+    let releases = Arc::new(ReleaseCatalog::new(config.downloads_dir.clone()));
     let audit_gate = Arc::new(audit::AuditGate::new(
         config.unauth_audit_per_window,
         i64::try_from(config.unauth_audit_window.as_millis()).unwrap_or(audit::WINDOW_MS),
@@ -386,6 +292,7 @@ pub async fn open_state(
         releases,
         tls,
         config,
+        clock,
     }));
     if let Some((email, password)) = state.config.admin.clone() {
         ensure_first_admin(&state, &email, &password).await?;
@@ -401,28 +308,25 @@ async fn ensure_first_admin(
     if state.store.count_users().await? > 0 {
         return Ok(());
     }
-    if password.chars().count() < 8 {
-        return Err(ServerError::Config(
-            "RMM_ADMIN_PASSWORD must have at least 8 characters".into(),
-        ));
-    }
-    let now = now_ms();
-    let hash = hash_password(password).map_err(ServerError::Config)?;
-    let user = User::new(email, hash, Role::Admin, now);
-    match state.store.create_user(&user).await {
-        Ok(()) | Err(StoreError::Conflict(_)) => {}
-        Err(e) => return Err(e.into()),
-    }
-    api::audit(
+    let user = service::users::create(
         state,
-        "system",
-        "user.create",
-        Some(user.id.to_string()),
-        None,
-        serde_json::json!({"email": user.email, "role": "admin", "source": "RMM_ADMIN_EMAIL"}),
+        &Actor::new("system", None),
+        email,
+        password.to_owned(),
+        Role::Admin,
     )
     .await;
-    tracing::info!(email = %user.email, "created the first admin");
+    match user {
+        Ok(user) => tracing::info!(email = %user.email, "created the first admin"),
+        // Another replica made it first.
+        Err(service::ServiceError::Store(StoreError::Conflict(_))) => {}
+        Err(service::ServiceError::Store(e)) => return Err(e.into()),
+        Err(e) => {
+            return Err(ServerError::Config(format!(
+                "RMM_ADMIN_EMAIL/RMM_ADMIN_PASSWORD: {e}"
+            )));
+        }
+    }
     Ok(())
 }
 
@@ -446,6 +350,15 @@ impl Server {
     /// Binds the listen address, opens and migrates the store, creates the
     /// first admin if configured.
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        Self::bind_with_clock(config, Arc::new(ServerClock::new())).await
+    }
+
+    /// [`Server::bind`] with the clock passed in (tests drive time with a
+    /// [`ServerClock`] under `tokio::time::pause`).
+    pub async fn bind_with_clock(
+        config: Config,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Server, ServerError> {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|e| ServerError::io(format!("cannot listen on {}", config.listen), e))?;
@@ -468,7 +381,7 @@ impl Server {
             .public_url
             .clone()
             .unwrap_or_else(|| format!("{scheme}://{addr}"));
-        if AppState::needs_insecure_http(&public_url) {
+        if App::needs_insecure_http(&public_url) {
             if !config.insecure_http {
                 return Err(ServerError::Config(format!(
                     "refusing plain HTTP on {public_url}: tokens, passwords and agent secrets \
@@ -480,7 +393,7 @@ impl Server {
             tracing::warn!(%public_url, "serving plain HTTP to the network (--insecure-http): credentials cross it in clear text");
         }
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let state = open_state(config, public_url, shutdown_rx).await?;
+        let state = open_state(config, public_url, shutdown_rx, clock).await?;
         Ok(Server {
             listener,
             addr,

@@ -4,11 +4,14 @@ use std::io::Read;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use rmm_server::store::{Role, User};
+use rmm_core::channel::Channel;
+use rmm_server::service::Actor;
+use rmm_server::store::Role;
 use rmm_server::tls::TlsSource;
 use rmm_server::{Config, Server};
 
@@ -180,7 +183,8 @@ fn store_config(store: &StoreArgs) -> Config {
 
 async fn offline_state(config: Config, public_url: String) -> anyhow::Result<rmm_server::AppState> {
     let (_tx, rx) = tokio::sync::watch::channel(false);
-    Ok(rmm_server::open_state(config, public_url, rx).await?)
+    let clock = Arc::new(rmm_server::clock::ServerClock::new());
+    Ok(rmm_server::open_state(config, public_url, rx, clock).await?)
 }
 
 async fn shutdown_signal() {
@@ -287,23 +291,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .read_to_string(&mut password)
                 .context("cannot read the password from stdin")?;
             let password = password.trim_end_matches(['\r', '\n']).to_owned();
-            if password.chars().count() < 8 {
-                bail!("the password must have at least 8 characters");
-            }
             let state = offline_state(store_config(&store), "http://127.0.0.1".into()).await?;
-            let now = rmm_server::now_ms();
-            let hash = rmm_server::auth::hash_password(&password).map_err(anyhow::Error::msg)?;
-            let user = User::new(&email, hash, role, now);
-            state.store.create_user(&user).await?;
-            rmm_server::api::audit(
-                &state,
-                "cli",
-                "user.create",
-                Some(user.id.to_string()),
-                None,
-                serde_json::json!({"email": user.email, "role": role.as_str()}),
-            )
-            .await;
+            let user =
+                rmm_server::service::users::create(&state, &Actor::cli(), &email, password, role)
+                    .await?;
             println!("created {} user {} ({})", role, user.email, user.id);
             Ok(())
         }
@@ -314,22 +305,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             json,
             store,
         } => {
-            let channel = match channel.as_str() {
-                "stable" => rmm_server::api::ChannelWord::Stable,
-                "beta" => rmm_server::api::ChannelWord::Beta,
-                other => bail!("unknown channel {other:?}, expected stable or beta"),
-            };
+            let channel: Channel = channel.parse().map_err(|_| {
+                anyhow::anyhow!("unknown channel {channel:?}, expected stable or beta")
+            })?;
             let state = offline_state(store_config(&store), server_url.clone()).await?;
-            let b = rmm_server::create_bundle(
+            let b = rmm_server::service::enrollment::create_bundle(
                 &state,
+                &Actor::cli(),
                 &agent_name,
                 Some(&server_url),
                 channel,
-                "cli",
-                None,
             )
-            .await
-            .map_err(|e| anyhow::anyhow!("{} ({})", e.message, e.code))?;
+            .await?;
+            let b = rmm_server::api::EnrollResponse::from(b);
             if json {
                 println!(
                     "{}",

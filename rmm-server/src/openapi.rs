@@ -56,7 +56,7 @@ pub fn user_email_pattern() -> String {
     format!("^[{WHITESPACE}]*[^{plain}@]+@[^{plain}]+[{WHITESPACE}]*$")
 }
 
-/// The pattern of an enrollment's `server_url`, as [`crate::create_bundle`]
+/// The pattern of an enrollment's `server_url`, as [`crate::service::enrollment::create_bundle`]
 /// checks it: `http://` or `https://`, a non-empty host as
 /// [`crate::url_host`] reads it (after the last `@` of the authority; in
 /// brackets, or before the last `:`), no whitespace or control character.

@@ -11,11 +11,11 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use uuid::Uuid;
 
+use crate::AppState;
 use crate::auth::{AuthUser, sha256_hex};
 use crate::client_addr::ClientIp;
 use crate::error::{ApiError, ErrorBody};
 use crate::store::Role;
-use crate::{AppState, now_ms};
 
 use super::*;
 
@@ -147,11 +147,7 @@ pub async fn get_agent(
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<AgentView>, ApiError> {
     user.require(Role::Readonly)?;
-    let agent = state
-        .store
-        .get_agent(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("no such agent"))?;
+    let agent = service::agents::get(&state, id).await?;
     Ok(Json(AgentView::new(agent, &state)))
 }
 
@@ -172,20 +168,7 @@ pub async fn delete_agent(
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<StatusCode, ApiError> {
     user.require(Role::Admin)?;
-    if !state.store.retire_agent(id, now_ms()).await? {
-        return Err(ApiError::not_found("no such agent"));
-    }
-    state.hub.agents_changed();
-    state.hub.disconnect(id);
-    audit(
-        &state,
-        &user.email,
-        "agent.delete",
-        Some(id.to_string()),
-        Some(client.to_string()),
-        serde_json::json!({}),
-    )
-    .await;
+    service::agents::retire(&state, &user.actor(&client), id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -203,10 +186,7 @@ pub async fn agent_inventory(
     ApiPath(agent_id): ApiPath<Uuid>,
 ) -> Result<Json<Vec<InventoryView>>, ApiError> {
     user.require(Role::Readonly)?;
-    if state.store.get_agent(agent_id).await?.is_none() {
-        return Err(ApiError::not_found("no such agent"));
-    }
-    let items = state.store.list_inventory(agent_id).await?;
+    let items = service::agents::inventory(&state, agent_id).await?;
     Ok(Json(
         items
             .into_iter()

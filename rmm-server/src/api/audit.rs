@@ -3,34 +3,12 @@
 use axum::Json;
 use axum::extract::State;
 
+use crate::AppState;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ErrorBody};
-use crate::store::{NewAudit, Role};
-use crate::{AppState, now_ms};
+use crate::store::Role;
 
 use super::*;
-
-/// Appends an audit record; a failure is logged, never returned.
-pub async fn audit(
-    state: &AppState,
-    actor: &str,
-    action: &str,
-    target: Option<String>,
-    address: Option<String>,
-    detail: serde_json::Value,
-) {
-    let entry = NewAudit {
-        at: now_ms(),
-        actor: actor.to_owned(),
-        action: action.to_owned(),
-        target,
-        address,
-        detail,
-    };
-    if let Err(e) = state.store.append_audit(&entry).await {
-        tracing::error!(error = %e, action, "cannot write audit record");
-    }
-}
 
 /// Reads the audit log, newest first.
 #[utoipa::path(get, path = "/api/audit", security(("bearer" = [])), params(AuditPage),
@@ -46,7 +24,7 @@ pub async fn list_audit(
 ) -> Result<Json<Vec<AuditView>>, ApiError> {
     user.require(Role::Admin)?;
     let limit = page_limit(page.limit, AUDIT_PAGE_LIMIT)?;
-    let rows = state.store.list_audit(page.before, limit).await?;
+    let rows = service::audit::list(&state, page.before, limit).await?;
     Ok(Json(
         rows.into_iter()
             .map(|r| AuditView {

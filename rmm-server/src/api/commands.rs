@@ -3,14 +3,13 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use rmm_core::protocol::{CommandRef, Message};
 use uuid::Uuid;
 
+use crate::AppState;
 use crate::auth::AuthUser;
 use crate::client_addr::ClientIp;
 use crate::error::{ApiError, ErrorBody};
-use crate::store::{CancelOutcome, NewCommand, Role};
-use crate::{AppState, now_ms};
+use crate::store::Role;
 
 use super::*;
 
@@ -35,51 +34,15 @@ pub async fn submit_command(
     ApiJson(req): ApiJson<CommandRequest>,
 ) -> Result<Json<CommandAccepted>, ApiError> {
     user.require(Role::Technician)?;
-    if req.command.trim().is_empty() {
-        return Err(ApiError::unprocessable(
-            "invalid_command",
-            "command is empty",
-        ));
-    }
-    if let Some(t) = req.timeout_secs
-        && !(1..=MAX_TIMEOUT_SECS).contains(&t)
-    {
-        return Err(ApiError::unprocessable(
-            "invalid_timeout",
-            format!("timeout_secs must be between 1 and {MAX_TIMEOUT_SECS}"),
-        ));
-    }
-    let agent = state.store.get_agent(agent_id).await?;
-    if agent.is_none_or(|a| a.retired_at.is_some()) {
-        return Err(ApiError::not_found("no such agent"));
-    }
-    let cmd = NewCommand {
-        id: Uuid::new_v4(),
-        agent_id,
+    let spec = service::commands::CommandSpec {
         command_type: req.command_type,
-        command_text: req.command,
+        command: req.command,
         context: req.context,
         timeout_secs: req.timeout_secs,
-        created_by: user.email.clone(),
-        created_at: now_ms(),
     };
-    state.store.insert_command(&cmd).await?;
-    state.hub.kick(agent_id).await;
-    audit(
-        &state,
-        &user.email,
-        "command.submit",
-        Some(cmd.id.to_string()),
-        Some(client.to_string()),
-        serde_json::json!({
-            "agent_id": agent_id.to_string(),
-            "command_type": cmd.command_type.as_str(),
-            "context": cmd.context.as_str(),
-            "bytes": cmd.command_text.len(),
-        }),
-    )
-    .await;
-    Ok(Json(CommandAccepted { command_id: cmd.id }))
+    let command_id =
+        service::commands::submit(&state, &user.actor(&client), agent_id, spec).await?;
+    Ok(Json(CommandAccepted { command_id }))
 }
 
 /// One command with its output.
@@ -98,11 +61,7 @@ pub async fn get_command(
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<CommandView>, ApiError> {
     user.require(Role::Readonly)?;
-    let cmd = state
-        .store
-        .get_command(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("no such command"))?;
+    let cmd = service::commands::get(&state, id).await?;
     Ok(Json(CommandView::new(cmd, true)))
 }
 
@@ -126,39 +85,7 @@ pub async fn cancel_command(
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<(StatusCode, Json<CommandView>), ApiError> {
     user.require(Role::Technician)?;
-    let outcome = state.store.request_cancel(id, now_ms()).await?;
-    match outcome {
-        CancelOutcome::NotFound => return Err(ApiError::not_found("no such command")),
-        CancelOutcome::AlreadyFinal(s) => {
-            return Err(ApiError::conflict(format!(
-                "the command is already final ({s})"
-            )));
-        }
-        CancelOutcome::CancelledQueued | CancelOutcome::Requested => {}
-    }
-    let cmd = state
-        .store
-        .get_command(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("no such command"))?;
-    if outcome == CancelOutcome::Requested {
-        state.hub.kick(cmd.agent_id).await;
-    } else {
-        // It may be on the wire right now: tell the agent anyway.
-        state.hub.try_send(
-            cmd.agent_id,
-            Message::CancelCommand(CommandRef { command_id: id }),
-        );
-    }
-    audit(
-        &state,
-        &user.email,
-        "command.cancel",
-        Some(id.to_string()),
-        Some(client.to_string()),
-        serde_json::json!({"agent_id": cmd.agent_id.to_string(), "was_queued": outcome == CancelOutcome::CancelledQueued}),
-    )
-    .await;
+    let cmd = service::commands::cancel(&state, &user.actor(&client), id).await?;
     Ok((StatusCode::ACCEPTED, Json(CommandView::new(cmd, true))))
 }
 
@@ -180,13 +107,7 @@ pub async fn list_commands(
 ) -> Result<Json<Vec<CommandView>>, ApiError> {
     user.require(Role::Readonly)?;
     let limit = page_limit(page.limit, COMMAND_PAGE_LIMIT)?;
-    if state.store.get_agent(agent_id).await?.is_none() {
-        return Err(ApiError::not_found("no such agent"));
-    }
-    let cmds = state
-        .store
-        .list_commands(agent_id, page.before, limit)
-        .await?;
+    let cmds = service::commands::history(&state, agent_id, page.before, limit).await?;
     Ok(Json(
         cmds.into_iter()
             .map(|c| CommandView::new(c, false))

@@ -6,12 +6,13 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::auth::{AuthUser, random_token, sha256_hex};
+use crate::AppState;
+use crate::auth::AuthUser;
 use crate::client_addr::ClientIp;
-use crate::enroll;
 use crate::error::{ApiError, ErrorBody};
 use crate::store::Role;
-use crate::{AppState, now_ms};
+
+use rmm_core::channel::Channel;
 
 use super::*;
 
@@ -39,16 +40,19 @@ pub async fn create_enrollment(
     ApiJson(req): ApiJson<EnrollRequest>,
 ) -> Result<(StatusCode, Json<EnrollResponse>), ApiError> {
     user.require(Role::Admin)?;
-    let bundle = crate::create_bundle(
+    let channel = match req.channel.unwrap_or_default() {
+        ChannelWord::Stable => Channel::Stable,
+        ChannelWord::Beta => Channel::Beta,
+    };
+    let bundle = service::enrollment::create_bundle(
         &state,
+        &user.actor(&client),
         &req.agent_name,
         req.server_url.as_deref(),
-        req.channel.unwrap_or_default(),
-        &user.email,
-        Some(client.to_string()),
+        channel,
     )
     .await?;
-    Ok((StatusCode::CREATED, Json(bundle)))
+    Ok((StatusCode::CREATED, Json(EnrollResponse::from(bundle))))
 }
 
 /// `GET /api/v1/enroll-bundle/<token>.sh` (repeatable until redeemed) and
@@ -66,36 +70,17 @@ pub async fn enrollment_file(
     client: ClientIp,
     ApiPath(file): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    let gone = || ApiError::not_found("unknown, expired or already used enrollment token");
-    let (token, kind) = if let Some(t) = file.strip_suffix(".sh") {
-        (t, "sh")
-    } else if let Some(t) = file.strip_suffix(".tgz") {
-        (t, "tgz")
-    } else {
-        return Err(gone());
+    let (token, kind) = match file.rsplit_once('.') {
+        Some((token, "sh")) => (token, "sh"),
+        Some((token, "tgz")) => (token, "tgz"),
+        _ => {
+            return Err(ApiError::not_found(
+                "unknown, expired or already used enrollment token",
+            ));
+        }
     };
-    if !enroll::token_shape_ok(token) {
-        return Err(gone());
-    }
-    let hash = sha256_hex(token);
-    let now = now_ms();
     if kind == "sh" {
-        let e = state
-            .store
-            .pending_enrollment(&hash, now)
-            .await?
-            .ok_or_else(gone)?;
-        let builds = state.linux_builds(&e.channel).await;
-        let script = enroll::bootstrap_script(&enroll::Bootstrap {
-            public_url: &state.public_url,
-            server_url: &e.server_url,
-            token,
-            agent_name: &e.agent_name,
-            builds: &builds,
-            server_cert_sha256: state.enrollment_pin().as_deref(),
-            curl_pin_args: &state.curl_pin_args(),
-            insecure_http: AppState::needs_insecure_http(&e.server_url),
-        });
+        let script = service::enrollment::bootstrap_script(&state, token).await?;
         return Ok((
             [
                 (header::CONTENT_TYPE, "text/x-shellscript; charset=utf-8"),
@@ -105,32 +90,7 @@ pub async fn enrollment_file(
         )
             .into_response());
     }
-    let secret = random_token(32);
-    let ip = client.to_string();
-    let e = state
-        .store
-        .redeem_enrollment(&hash, now, &ip, &sha256_hex(&secret))
-        .await?
-        .ok_or_else(gone)?;
-    let config = enroll::AgentConfig {
-        server_url: e.server_url.clone(),
-        agent_id: e.agent_id,
-        agent_secret: secret,
-        server_cert_sha256: state.enrollment_pin(),
-        agent_name: e.agent_name.clone(),
-        channel: e.channel.clone(),
-    };
-    state.hub.agents_changed();
-    let tgz = enroll::payload_tgz(&config).map_err(ApiError::internal)?;
-    audit(
-        &state,
-        &format!("agent:{}", e.agent_id),
-        "enrollment.redeem",
-        Some(e.agent_id.to_string()),
-        Some(ip),
-        serde_json::json!({"agent_name": e.agent_name}),
-    )
-    .await;
+    let tgz = service::enrollment::redeem(&state, token, &client.to_string()).await?;
     Ok((
         [
             (header::CONTENT_TYPE, "application/gzip"),

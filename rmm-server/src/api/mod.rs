@@ -48,6 +48,8 @@ use axum::{Router, extract::DefaultBodyLimit};
 use crate::AppState;
 use crate::error::ApiError;
 use crate::openapi;
+use crate::service::users::chars;
+use crate::service::{self, Actor};
 
 /// Prometheus metrics.
 #[utoipa::path(get, path = "/metrics",

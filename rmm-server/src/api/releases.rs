@@ -18,7 +18,7 @@ use super::*;
 pub async fn list_downloads(
     State(state): State<AppState>,
 ) -> Result<Json<Vec<ReleaseView>>, ApiError> {
-    let index = state.release_index().await;
+    let index = state.releases.index().await;
     Ok(Json(
         index
             .releases()
@@ -48,11 +48,7 @@ pub async fn download(
     State(state): State<AppState>,
     ApiPath(file): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    let releases = state.releases.clone();
-    let open = tokio::task::spawn_blocking(move || releases.open_blocking(&file))
-        .await
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| ApiError::not_found("no such build"))?;
+    let open = state.releases.open(file).await?;
     let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(open.file));
     Ok((
         [

@@ -6,9 +6,9 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 
+use crate::AppState;
 use crate::client_addr::ClientIp;
 use crate::error::{ApiError, ErrorBody};
-use crate::{AppState, now_ms};
 
 use super::*;
 
@@ -45,27 +45,26 @@ pub async fn login(
     let now = Instant::now();
     if let Err(retry) = state.throttle.check(&ip, &email, now) {
         // aggregated: one row per client and minute (crate::audit)
-        state.audit_gate.throttled(&ip, &email, now_ms());
+        state.audit_gate.throttled(&ip, &email, state.now_ms());
         return Err(ApiError::rate_limited(retry));
     }
     let user = state.store.user_by_email(&email).await?;
     let ok = match &user {
-        Some(u) => verify_blocking(&state, req.password, u.password_hash.clone()).await?,
+        Some(u) => service::users::verify(&state, req.password, u.password_hash.clone()).await?,
         None => {
             // Same work for unknown accounts, so timing does not tell.
-            verify_blocking(&state, req.password, crate::dummy_hash().to_owned()).await?;
+            service::users::verify(&state, req.password, crate::dummy_hash().to_owned()).await?;
             false
         }
     };
     match (ok, user) {
         (true, Some(u)) if u.disabled_at.is_some() => {
             state.throttle.success(&ip, &email);
-            audit(
+            service::audit::record(
                 &state,
-                &email,
+                &Actor::new(email, Some(ip)),
                 "login.disabled",
                 Some(u.id.to_string()),
-                Some(ip),
                 serde_json::json!({}),
             )
             .await;
@@ -77,23 +76,22 @@ pub async fn login(
         }
         (true, Some(u)) => {
             state.throttle.success(&ip, &email);
-            audit(
+            service::audit::record(
                 &state,
-                &email,
+                &Actor::new(email, Some(ip)),
                 "login.success",
                 Some(u.id.to_string()),
-                Some(ip),
                 serde_json::json!({}),
             )
             .await;
-            let token = state.jwt.issue(&u, now_ms() / 1000)?;
+            let token = state.jwt.issue(&u, state.now_ms() / 1000)?;
             Ok(Json(TokenResponse { token }))
         }
         (_, user) => {
             state.throttle.failure(&ip, &email, now);
             // An unauthenticated write: within the gate's budget, and the
             // typed e-mail only clipped (it names no account).
-            if state.audit_gate.admit("login.failure", now_ms()) {
+            if state.audit_gate.admit("login.failure", state.now_ms()) {
                 let (actor, target, detail) = match &user {
                     Some(u) => (
                         u.email.clone(),
@@ -106,7 +104,8 @@ pub async fn login(
                         serde_json::json!({"email": crate::audit::clip_untrusted(&email)}),
                     ),
                 };
-                audit(&state, &actor, "login.failure", target, Some(ip), detail).await;
+                let actor = Actor::new(actor, Some(ip));
+                service::audit::record(&state, &actor, "login.failure", target, detail).await;
             }
             Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,

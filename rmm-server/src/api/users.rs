@@ -6,70 +6,13 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use uuid::Uuid;
 
-use crate::auth::{AuthUser, hash_password, verify_password};
+use crate::AppState;
+use crate::auth::AuthUser;
 use crate::client_addr::ClientIp;
 use crate::error::{ApiError, ErrorBody};
-use crate::store::{Role, User, UserChange};
-use crate::{AppState, now_ms};
+use crate::store::Role;
 
 use super::*;
-
-/// Length in characters, the unit of OpenAPI's `minLength`/`maxLength`.
-pub(super) fn chars(s: &str) -> usize {
-    s.chars().count()
-}
-
-/// A new user's e-mail as stored (trimmed, lowercase), or `None` unless it
-/// is `name@domain` without whitespace or control characters, within
-/// [`MAX_EMAIL_CHARS`] as sent ([`openapi::user_email_pattern`]).
-pub(super) fn user_email(raw: &str) -> Option<String> {
-    if chars(raw) > MAX_EMAIL_CHARS {
-        return None;
-    }
-    let email = raw.trim().to_lowercase();
-    let ok = email
-        .split_once('@')
-        .is_some_and(|(l, d)| !l.is_empty() && !d.is_empty())
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
-    ok.then_some(email)
-}
-
-pub(super) fn check_password(pw: &str) -> Result<(), ApiError> {
-    if !(MIN_PASSWORD_CHARS..=MAX_PASSWORD_CHARS).contains(&chars(pw)) {
-        return Err(ApiError::unprocessable(
-            "weak_password",
-            "the password must have 8 to 1024 characters",
-        ));
-    }
-    Ok(())
-}
-
-pub(super) async fn hash_blocking(state: &AppState, pw: String) -> Result<String, ApiError> {
-    let _permit = state
-        .hash_permits
-        .acquire()
-        .await
-        .map_err(ApiError::internal)?;
-    tokio::task::spawn_blocking(move || hash_password(&pw))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)
-}
-
-pub(super) async fn verify_blocking(
-    state: &AppState,
-    pw: String,
-    hash: String,
-) -> Result<bool, ApiError> {
-    let _permit = state
-        .hash_permits
-        .acquire()
-        .await
-        .map_err(ApiError::internal)?;
-    tokio::task::spawn_blocking(move || verify_password(&pw, &hash))
-        .await
-        .map_err(ApiError::internal)
-}
 
 /// Lists users.
 #[utoipa::path(get, path = "/api/users", security(("bearer" = [])),
@@ -83,9 +26,7 @@ pub async fn list_users(
 ) -> Result<Json<Vec<UserView>>, ApiError> {
     user.require(Role::Admin)?;
     Ok(Json(
-        state
-            .store
-            .list_users()
+        service::users::list(&state)
             .await?
             .into_iter()
             .map(UserView::from)
@@ -112,26 +53,14 @@ pub async fn create_user(
     ApiJson(req): ApiJson<UserCreate>,
 ) -> Result<(StatusCode, Json<UserView>), ApiError> {
     user.require(Role::Admin)?;
-    let Some(email) = user_email(&req.email) else {
-        return Err(ApiError::unprocessable(
-            "invalid_email",
-            "email must look like name@domain",
-        ));
-    };
-    check_password(&req.password)?;
-    let now = now_ms();
-    let hash = hash_blocking(&state, req.password).await?;
-    let new = User::new(&email, hash, req.role, now);
-    state.store.create_user(&new).await?;
-    audit(
+    let new = service::users::create(
         &state,
-        &user.email,
-        "user.create",
-        Some(new.id.to_string()),
-        Some(client.to_string()),
-        serde_json::json!({"email": new.email, "role": new.role.as_str()}),
+        &user.actor(&client),
+        &req.email,
+        req.password,
+        req.role,
     )
-    .await;
+    .await?;
     Ok((StatusCode::CREATED, Json(UserView::from(new))))
 }
 
@@ -155,50 +84,12 @@ pub async fn update_user(
     ApiJson(req): ApiJson<UserUpdate>,
 ) -> Result<Json<UserView>, ApiError> {
     user.require(Role::Admin)?;
-    if req.role.is_none() && req.password.is_none() && req.disabled.is_none() {
-        return Err(ApiError::unprocessable(
-            "nothing_to_change",
-            "give role, password and/or disabled",
-        ));
-    }
-    if id == user.id && req.disabled == Some(true) {
-        return Err(ApiError::conflict("you cannot disable your own account"));
-    }
-    let hash = match req.password {
-        Some(pw) => {
-            check_password(&pw)?;
-            Some(hash_blocking(&state, pw).await?)
-        }
-        None => None,
-    };
-    let changed_password = hash.is_some();
-    let change = UserChange {
+    let update = service::users::Update {
         role: req.role,
-        password_hash: hash,
+        password: req.password,
         disabled: req.disabled,
     };
-    if !state.store.update_user(id, change, now_ms()).await? {
-        return Err(ApiError::not_found("no such user"));
-    }
-    audit(
-        &state,
-        &user.email,
-        "user.update",
-        Some(id.to_string()),
-        Some(client.to_string()),
-        serde_json::json!({
-            "role": req.role.map(Role::as_str),
-            "password_changed": changed_password,
-            "disabled": req.disabled,
-            "sessions_ended": true,
-        }),
-    )
-    .await;
-    let u = state
-        .store
-        .user_by_id(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("no such user"))?;
+    let u = service::users::update(&state, &user.actor(&client), user.id, id, update).await?;
     Ok(Json(UserView::from(u)))
 }
 
@@ -219,20 +110,6 @@ pub async fn delete_user(
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<StatusCode, ApiError> {
     user.require(Role::Admin)?;
-    if id == user.id {
-        return Err(ApiError::conflict("you cannot delete your own account"));
-    }
-    if !state.store.delete_user(id).await? {
-        return Err(ApiError::not_found("no such user"));
-    }
-    audit(
-        &state,
-        &user.email,
-        "user.delete",
-        Some(id.to_string()),
-        Some(client.to_string()),
-        serde_json::json!({}),
-    )
-    .await;
+    service::users::delete(&state, &user.actor(&client), user.id, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

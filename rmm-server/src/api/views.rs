@@ -6,9 +6,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use crate::AppState;
 use crate::openapi;
 use crate::store::{Agent, Command, CommandStatus, Phase, Role, User};
-use crate::{AppState, now_ms};
 
 // ---------------------------------------------------------------- views
 
@@ -63,10 +63,7 @@ pub struct AgentView {
 
 impl AgentView {
     pub(super) fn new(a: Agent, state: &AppState) -> Self {
-        let window = state.config.online_window_ms();
-        let online = a.online
-            && a.retired_at.is_none()
-            && a.last_seen.is_some_and(|t| now_ms() - t <= window);
+        let online = crate::service::agents::is_online(state, &a, state.now_ms());
         AgentView {
             id: a.id,
             name: a.name,
@@ -246,14 +243,8 @@ pub struct AuditView {
 // utoipa takes no constants there), and the `openapi` integration test
 // checks the two agree.
 
-/// Longest e-mail, in characters as sent (surrounding whitespace included).
-pub const MAX_EMAIL_CHARS: usize = 254;
-/// Shortest password of a user, in characters.
-pub const MIN_PASSWORD_CHARS: usize = 8;
-/// Longest password, in characters.
-pub const MAX_PASSWORD_CHARS: usize = 1024;
-/// Longest enrollment `server_url`, in characters as sent.
-pub const MAX_SERVER_URL_CHARS: usize = 2048;
+pub use crate::service::enrollment::MAX_SERVER_URL_CHARS;
+pub use crate::service::users::{MAX_EMAIL_CHARS, MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS};
 /// Longest `timeout_secs` of a command (7 days).
 pub const MAX_TIMEOUT_SECS: u32 = rmm_core::protocol::MAX_COMMAND_TIMEOUT_SECS;
 /// `limit` of `GET /api/agents/:id/commands`: bounds and default.
@@ -391,6 +382,19 @@ pub struct EnrollResponse {
     pub expires_at: String,
     /// The agent's id.
     pub agent_id: Uuid,
+}
+
+impl From<crate::service::enrollment::Bundle> for EnrollResponse {
+    fn from(b: crate::service::enrollment::Bundle) -> Self {
+        EnrollResponse {
+            command: b.command,
+            token: b.token,
+            expires_at: DateTime::<Utc>::from_timestamp_millis(b.expires_at)
+                .unwrap_or_default()
+                .to_rfc3339_opts(SecondsFormat::Secs, true),
+            agent_id: b.agent_id,
+        }
+    }
 }
 
 /// `POST /api/users`.

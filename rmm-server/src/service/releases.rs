@@ -20,6 +20,8 @@ use std::time::{Duration, Instant, SystemTime};
 use rmm_core::channel::{Release, ReleaseIndex};
 use sha2::{Digest, Sha256};
 
+use super::ServiceError;
+
 /// The longest an index is used without a rescan.
 pub const MAX_AGE: Duration = Duration::from_secs(10);
 
@@ -111,6 +113,17 @@ impl ReleaseCatalog {
         tokio::task::spawn_blocking(move || me.index_blocking(false))
             .await
             .unwrap_or_default()
+    }
+
+    /// Opens the build `file_name` for a download ([`Self::open_blocking`]
+    /// off the async workers); an unknown or unverified name is
+    /// [`ServiceError::NotFound`].
+    pub async fn open(self: &Arc<Self>, file_name: String) -> Result<OpenBuild, ServiceError> {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || me.open_blocking(&file_name))
+            .await
+            .map_err(ServiceError::internal)?
+            .ok_or_else(|| ServiceError::not_found("no such build"))
     }
 
     /// [`ReleaseCatalog::index`] for blocking contexts.
