@@ -206,9 +206,11 @@ pub fn provider() -> Arc<CryptoProvider> {
 
 /// Accepts exactly the pinned leaf certificate and verifies the handshake
 /// signature with its key (see the crate docs for what is not checked).
+/// [`PinnedVerifier::accept_any`] is the explicit, insecure variant that
+/// accepts every certificate but still checks the handshake signature.
 #[derive(Debug)]
 pub struct PinnedVerifier {
-    pin: Pin,
+    pin: Option<Pin>,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
@@ -217,13 +219,23 @@ impl PinnedVerifier {
     /// algorithms.
     pub fn new(pin: Pin) -> PinnedVerifier {
         PinnedVerifier {
-            pin,
+            pin: Some(pin),
             algorithms: provider().signature_verification_algorithms,
         }
     }
 
-    /// The pin.
-    pub fn pin(&self) -> Pin {
+    /// A verifier that accepts any certificate (anyone on the network path
+    /// can impersonate the server) but still checks that the peer owns the
+    /// key it presented. Only for an operator's explicit insecure mode.
+    pub fn accept_any() -> PinnedVerifier {
+        PinnedVerifier {
+            pin: None,
+            algorithms: provider().signature_verification_algorithms,
+        }
+    }
+
+    /// The pin (`None` for [`PinnedVerifier::accept_any`]).
+    pub fn pin(&self) -> Option<Pin> {
         self.pin
     }
 }
@@ -237,15 +249,15 @@ impl ServerCertVerifier for PinnedVerifier {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some(expected) = self.pin else {
+            return Ok(ServerCertVerified::assertion());
+        };
         let got = Pin::of_der(end_entity);
-        if got == self.pin {
+        if got == expected {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(rustls::Error::InvalidCertificate(CertificateError::Other(
-                OtherError(Arc::new(PinMismatch {
-                    expected: self.pin,
-                    got,
-                })),
+                OtherError(Arc::new(PinMismatch { expected, got })),
             )))
         }
     }

@@ -10,10 +10,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::WebPkiSupportedAlgorithms;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::CertificateDer;
 
 use crate::config::ConfigError;
 
@@ -45,48 +42,6 @@ pub enum TlsMode {
     Insecure,
 }
 
-/// Accepts any certificate but still checks that the peer owns the key it
-/// presented (the handshake signature).
-#[derive(Debug)]
-struct InsecureVerifier {
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for InsecureVerifier {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
 fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         field,
@@ -98,7 +53,6 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
 /// pinning is [`rmm_pin::PinnedVerifier`]).
 pub fn client_config(mode: &TlsMode) -> Result<rustls::ClientConfig, ConfigError> {
     let provider = rmm_pin::provider();
-    let algorithms = provider.signature_verification_algorithms;
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| invalid("tls", e.to_string()))?;
@@ -145,7 +99,7 @@ pub fn client_config(mode: &TlsMode) -> Result<rustls::ClientConfig, ConfigError
             );
             builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(InsecureVerifier { algorithms }))
+                .with_custom_certificate_verifier(Arc::new(rmm_pin::PinnedVerifier::accept_any()))
                 .with_no_client_auth()
         }
     };

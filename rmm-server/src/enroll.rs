@@ -65,13 +65,13 @@ pub fn systemd_unit() -> String {
 }
 
 /// Builds the gzip'd tar payload: `config.json` (0600) and
-/// `rmm-agent.service` (0644).
-pub fn payload_tgz(config: &AgentConfig) -> std::io::Result<Vec<u8>> {
+/// `rmm-agent.service` (0644), both dated `now_ms` (unix ms).
+pub fn payload_tgz(config: &AgentConfig, now_ms: i64) -> std::io::Result<Vec<u8>> {
     let json = serde_json::to_vec_pretty(config).map_err(std::io::Error::other)?;
     let unit = systemd_unit();
     let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     let mut tar = tar::Builder::new(gz);
-    let mtime = u64::try_from(crate::now_ms() / 1000).unwrap_or(0);
+    let mtime = u64::try_from(now_ms / 1000).unwrap_or(0);
     for (name, data, mode) in [
         ("config.json", json.as_slice(), 0o600),
         ("rmm-agent.service", unit.as_bytes(), 0o644),

@@ -171,7 +171,7 @@ pub async fn redeem(app: &App, token: &str, address: &str) -> Result<Vec<u8>, Se
         channel: e.channel.clone(),
     };
     app.hub.agents_changed();
-    let tgz = enroll::payload_tgz(&config).map_err(ServiceError::internal)?;
+    let tgz = enroll::payload_tgz(&config, app.now_ms()).map_err(ServiceError::internal)?;
     audit::record(
         app,
         &Actor::new(format!("agent:{}", e.agent_id), Some(address.to_owned())),
