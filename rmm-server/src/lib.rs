@@ -621,7 +621,17 @@ impl ServerHandle {
 /// Binds and runs a server in a background task; returns once it is
 /// listening.
 pub async fn spawn(config: Config) -> Result<ServerHandle, ServerError> {
-    let server = Server::bind(config).await?;
+    spawn_with_clock(config, Arc::new(ServerClock::new())).await
+}
+
+/// [`spawn`] with the clock passed in: a test holding a manual clock moves
+/// the server's time (token and enrollment expiry, online windows,
+/// command deadlines) without sleeping.
+pub async fn spawn_with_clock(
+    config: Config,
+    clock: Arc<dyn Clock>,
+) -> Result<ServerHandle, ServerError> {
+    let server = Server::bind_with_clock(config, clock).await?;
     let addr = server.local_addr();
     let state = server.state().clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -55,10 +55,18 @@ impl TestServer {
     }
 
     pub async fn start_with(f: impl FnOnce(&mut Config)) -> TestServer {
+        Self::start_with_clock(f, Arc::new(rmm_server::clock::ServerClock::new())).await
+    }
+
+    /// A server whose time is `clock` (a `ManualClock` the test moves).
+    pub async fn start_with_clock(
+        f: impl FnOnce(&mut Config),
+        clock: Arc<dyn rmm_server::clock::Clock>,
+    ) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let mut config = test_config(&dir);
         f(&mut config);
-        let handle = rmm_server::spawn(config).await.unwrap();
+        let handle = rmm_server::spawn_with_clock(config, clock).await.unwrap();
         TestServer {
             handle,
             http: http_client(),
@@ -479,4 +487,17 @@ pub fn spawn_server(
         })
         .collect();
     (child, got)
+}
+
+/// The wall clock now, unix ms: the origin a test's `ManualClock` starts
+/// from (read once; the test moves the clock from there).
+#[allow(clippy::disallowed_methods)]
+pub fn now_unix_ms() -> u64 {
+    u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
 }

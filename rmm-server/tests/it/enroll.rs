@@ -1,10 +1,13 @@
 //! Enrollment: bundle creation, the bootstrap script, the one-shot payload.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use rmm_core::io::fakes::ManualClock;
 
 use serde_json::{Value, json};
 
-use crate::common::{TestServer, assert_error, untar};
+use crate::common::{TestServer, assert_error, now_unix_ms, untar};
 
 async fn bundle(srv: &TestServer, token: &str, body: Value) -> (u16, Value) {
     srv.call("POST", "/api/v1/enroll-bundle", Some(token), Some(body))
@@ -339,11 +342,28 @@ async fn server_url_needs_a_host_and_counts_characters() {
 
 #[tokio::test]
 async fn expired_tokens_are_404_and_swept() {
-    let srv = TestServer::start_with(|c| c.enroll_ttl = Duration::from_millis(400)).await;
+    let clock = ManualClock::new(now_unix_ms());
+    let srv = TestServer::start_with_clock(
+        |c| c.enroll_ttl = Duration::from_millis(400),
+        Arc::new(clock.clone()),
+    )
+    .await;
     let admin = srv.admin().await;
     let (_, b) = bundle(&srv, &admin, json!({"agent_name": "late"})).await;
     let token = b["token"].as_str().unwrap().to_owned();
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Still valid on the server's clock just before the expiry ...
+    clock.advance(Duration::from_millis(399));
+    let (status, _) = srv
+        .call(
+            "GET",
+            &format!("/api/v1/enroll-bundle/{token}.sh"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    // ... and gone once it passes.
+    clock.advance(Duration::from_millis(201));
     assert_error(
         &srv.call(
             "GET",
@@ -457,5 +477,29 @@ async fn a_tampered_build_is_left_out() {
             .await,
         404,
         "not_found",
+    );
+}
+
+#[tokio::test]
+async fn sessions_expire_on_the_servers_clock() {
+    let clock = ManualClock::new(now_unix_ms());
+    let srv = TestServer::start_with_clock(
+        |c| c.token_ttl = Duration::from_secs(3600),
+        Arc::new(clock.clone()),
+    )
+    .await;
+    let admin = srv.admin().await;
+    clock.advance(Duration::from_secs(3599));
+    assert_eq!(
+        srv.call("GET", "/api/agents", Some(&admin), None).await.0,
+        200
+    );
+    clock.advance(Duration::from_secs(2));
+    let got = srv.call("GET", "/api/agents", Some(&admin), None).await;
+    assert_error(&got, 401, "unauthorized");
+    assert!(
+        got.1["message"].as_str().unwrap().contains("expired"),
+        "{}",
+        got.1
     );
 }
