@@ -11,9 +11,10 @@
 //! embedded files, then the old table is dropped.
 
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::{Row, SqlSafeStr};
+use sqlx::{Pool, SqlSafeStr};
 
 use super::StoreError;
+use super::sql::{Bind, Column, Driver};
 
 /// Which database the SQL is written for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,68 +105,73 @@ fn sqlx_table_ddl(backend: Backend) -> &'static str {
     }
 }
 
-macro_rules! adopt_and_run {
-    ($pool:expr, $backend:expr, $exists_sql:expr) => {{
-        let pool = $pool;
-        let backend = $backend;
-        let migrator = migrator(backend);
-        let mut tx = pool.begin().await?;
-        if backend == Backend::Postgres {
-            // Replicas starting together adopt one at a time.
-            sqlx::query("SELECT pg_advisory_xact_lock(7243501)")
-                .execute(&mut *tx)
-                .await?;
-        }
-        let legacy: bool = sqlx::query($exists_sql)
-            .fetch_one(&mut *tx)
+/// Adopts a database of an earlier build (`legacy_sql` answers in column
+/// `legacy` whether its `schema_migrations` table exists), then applies
+/// pending migrations.
+async fn adopt_and_run<DB: Driver>(
+    pool: &Pool<DB>,
+    backend: Backend,
+    legacy_sql: &'static str,
+) -> Result<(), StoreError> {
+    let migrator = migrator(backend);
+    let mut tx = pool.begin().await?;
+    if backend == Backend::Postgres {
+        // Replicas starting together adopt one at a time.
+        sqlx::query("SELECT pg_advisory_xact_lock(7243501)")
+            .execute(DB::conn(&mut tx))
+            .await?;
+    }
+    let legacy: bool = sqlx::query(legacy_sql)
+        .fetch_one(DB::conn(&mut tx))
+        .await?
+        .col("legacy")?;
+    if legacy {
+        let applied: Vec<i64> = sqlx::query("SELECT version FROM schema_migrations")
+            .fetch_all(DB::conn(&mut tx))
             .await?
-            .try_get(0)?;
-        if legacy {
-            let applied: Vec<i64> = sqlx::query("SELECT version FROM schema_migrations")
-                .fetch_all(&mut *tx)
-                .await?
-                .iter()
-                .map(|r| r.try_get::<i64, _>(0))
-                .collect::<Result<_, _>>()?;
-            sqlx::raw_sql(sqlx_table_ddl(backend))
-                .execute(&mut *tx)
-                .await?;
-            for m in migrator.iter().filter(|m| applied.contains(&m.version)) {
-                sqlx::query(
-                    "INSERT INTO _sqlx_migrations (version, description, success, checksum, \
-                     execution_time) VALUES ($1, $2, TRUE, $3, 0) ON CONFLICT (version) DO NOTHING",
-                )
-                .bind(m.version)
-                .bind(m.description.as_ref())
-                .bind(m.checksum.as_ref())
-                .execute(&mut *tx)
-                .await?;
-            }
-            sqlx::raw_sql("DROP TABLE schema_migrations")
-                .execute(&mut *tx)
-                .await?;
-            tracing::info!(versions = ?applied, "adopted the migrations of an earlier build");
+            .iter()
+            .map(|r| r.col("version"))
+            .collect::<Result<_, _>>()?;
+        sqlx::raw_sql(sqlx_table_ddl(backend))
+            .execute(DB::conn(&mut tx))
+            .await?;
+        for m in migrator.iter().filter(|m| applied.contains(&m.version)) {
+            sqlx::query(
+                "INSERT INTO _sqlx_migrations (version, description, success, checksum, \
+                 execution_time) VALUES ($1, $2, TRUE, $3, 0) ON CONFLICT (version) DO NOTHING",
+            )
+            .arg(m.version)
+            .arg(m.description.as_ref())
+            .arg(m.checksum.as_ref())
+            .execute(DB::conn(&mut tx))
+            .await?;
         }
-        tx.commit().await?;
-        migrator.run(pool).await.map_err(StoreError::Migrate)
-    }};
+        sqlx::raw_sql("DROP TABLE schema_migrations")
+            .execute(DB::conn(&mut tx))
+            .await?;
+        tracing::info!(versions = ?applied, "adopted the migrations of an earlier build");
+    }
+    tx.commit().await?;
+    migrator.run(pool).await.map_err(StoreError::Migrate)
 }
 
 /// Adopts a legacy database, then applies pending migrations.
 pub async fn run_sqlite(pool: &sqlx::SqlitePool) -> Result<(), StoreError> {
-    adopt_and_run!(
+    adopt_and_run(
         pool,
         Backend::Sqlite,
         "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' \
-         AND name = 'schema_migrations')"
+         AND name = 'schema_migrations') AS legacy",
     )
+    .await
 }
 
 /// Adopts a legacy database, then applies pending migrations.
 pub async fn run_postgres(pool: &sqlx::PgPool) -> Result<(), StoreError> {
-    adopt_and_run!(
+    adopt_and_run(
         pool,
         Backend::Postgres,
-        "SELECT to_regclass('schema_migrations') IS NOT NULL"
+        "SELECT to_regclass('schema_migrations') IS NOT NULL AS legacy",
     )
+    .await
 }

@@ -2,9 +2,10 @@
 //! enrollment tokens, the durable command queue with its output and
 //! results, the audit log) behind one object-safe [`Store`] trait.
 //!
-//! Two implementations share one SQL text (`$N` placeholders, unix-ms
-//! `BIGINT` timestamps, UUIDs as text) and differ only in their migrations
-//! and a few dialect-specific statements:
+//! One implementation, [`SqlStore`], serves two databases with one SQL text
+//! (`$N` placeholders, unix-ms `BIGINT` timestamps, UUIDs as text); they
+//! differ only in their migrations, pool setup and a dialect-specific
+//! statement (see [`Driver`]):
 //!
 //! - [`SqliteStore`]: a file (`<data-dir>/rmm.db`) in WAL mode with a busy
 //!   timeout, one writer connection and a pool of readers;
@@ -28,7 +29,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 pub use bus::{LocalBus, PgBus, WakeBus};
-pub use sql::{PgStore, SqliteStore};
+pub use sql::{Driver, PgStore, SqlStore, SqliteStore};
 
 /// The future every store method returns.
 pub type StoreFuture<'a, T> = BoxFuture<'a, Result<T, StoreError>>;
