@@ -18,6 +18,9 @@
 //! - [`enroll`]: redeeming the one-shot enrollment payload.
 //! - [`daemon`]: the connection loop (hello/welcome, heartbeats, jittered
 //!   reconnects), the command executor and the outbox pump.
+//! - [`files`]: the file operations of a tunnel's `file` channel
+//!   (download with size first and SHA-256 last, atomic uploads, listing),
+//!   with typed errors.
 //! - [`plugins`]: inventory plugins run on a schedule.
 //! - [`selftest`]: the `rmm-agent selftest` checks.
 //!
@@ -30,6 +33,7 @@
 pub mod clock;
 pub mod daemon;
 pub mod enroll;
+pub mod files;
 pub mod fsutil;
 pub mod http;
 pub mod identity;
