@@ -26,6 +26,7 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod client_addr;
+pub mod clock;
 pub mod config;
 pub mod datadir;
 pub mod enroll;

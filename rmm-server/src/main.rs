@@ -70,7 +70,7 @@ enum Cmd {
         #[arg(long, env = "RMM_MAX_OUTPUT_BYTES", default_value_t = 16 * 1024 * 1024)]
         max_output_bytes: u64,
         /// Agent heartbeat interval in seconds (offline after 3 missed).
-        #[arg(long, env = "RMM_HEARTBEAT_SECS", default_value_t = 30)]
+        #[arg(long, env = "RMM_HEARTBEAT_SECS", default_value_t = u64::from(rmm_core::delivery::HEARTBEAT_SECS))]
         heartbeat_secs: u64,
         /// Seconds after timeout_secs before the server marks a command timeout.
         #[arg(long, env = "RMM_COMMAND_GRACE_SECS", default_value_t = 30)]

@@ -171,6 +171,9 @@ pub struct ServerDelivery {
     phase: Phase,
     /// When the agent was last heard (anything received after the welcome).
     last_heard: Instant,
+    /// Whether [`welcome`](Self::welcome) was called (the driver registered
+    /// the agent).
+    welcomed: bool,
     /// Commands whose `run_command` went out on this connection and whose
     /// result is not acknowledged.
     unacked: HashSet<Uuid>,
@@ -194,6 +197,7 @@ impl ServerDelivery {
             config,
             phase: Phase::AwaitingHello { deadline },
             last_heard: now,
+            welcomed: false,
             unacked: HashSet::new(),
             sent_cancels: HashSet::new(),
             resyncs: HashMap::new(),
@@ -211,6 +215,12 @@ impl ServerDelivery {
     /// Whether the agent was welcomed and the connection is open.
     pub fn is_welcomed(&self) -> bool {
         matches!(self.phase, Phase::Welcomed { .. })
+    }
+
+    /// Whether the agent was welcomed on this connection, open or closed
+    /// since (the driver then has a registration to undo).
+    pub fn was_welcomed(&self) -> bool {
+        self.welcomed
     }
 
     /// How the connection ends, once it does.
@@ -459,6 +469,7 @@ impl ServerDelivery {
         self.phase = Phase::Welcomed {
             next_probe: now.checked_add(self.period()),
         };
+        self.welcomed = true;
         self.after_first_delivery = then;
         self.events.push_back(ServerEvent::Fetch(Fetch {
             include_inflight: true,
