@@ -62,6 +62,7 @@
 //! refuses `tunnel_open`, data frames are ignored).
 //!
 //! [`Frame`]: crate::protocol::Frame
+//! [`Instant`]: std::time::Instant
 
 mod agent;
 mod server;
