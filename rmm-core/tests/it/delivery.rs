@@ -9,13 +9,21 @@ use rmm_core::delivery::{
     ServerConfig, ServerDelivery, ServerEvent, Transmit, close_code,
 };
 use rmm_core::protocol::{
-    AgentSettings, Codec, CommandContext, CommandOutcome, CommandRef, CommandResult, CommandType,
-    DecodeError, Frame, Heartbeat, Hello, Inventory, Limits, Message, ProtocolError, RunCommand,
+    AgentSettings, Codec, CommandContext, CommandRef, CommandResult, CommandType, DecodeError,
+    Frame, Heartbeat, Hello, Inventory, Limits, Message, ProtocolError, RunCommand,
     TunnelErrorCode, TunnelOpen, UpdateAvailable, VersionRange, Welcome,
 };
 use uuid::Uuid;
 
 const AGENT: Uuid = Uuid::from_u128(0xa6e7);
+
+/// The fetch after a (re)connect, and the later ones.
+const FIRST: Fetch = Fetch {
+    include_inflight: true,
+};
+const LATER: Fetch = Fetch {
+    include_inflight: false,
+};
 
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
@@ -48,20 +56,13 @@ fn run(n: u128) -> RunCommand {
     }
 }
 
+/// A completed command's result, as an agent would send it.
 fn result(id: Uuid) -> CommandResult {
-    CommandResult {
-        command_id: id,
-        outcome: CommandOutcome::Completed,
-        exit_code: Some(0),
-        signal: None,
-        error: None,
-        stdout_bytes: 0,
-        stderr_bytes: 0,
-        stdout_truncated: false,
-        stderr_truncated: false,
-        started_at_ms: None,
-        finished_at_ms: 0,
-    }
+    serde_json::from_value(serde_json::json!({
+        "command_id": id, "outcome": "completed", "exit_code": 0,
+        "stdout_bytes": 0, "stderr_bytes": 0, "finished_at_ms": 0,
+    }))
+    .unwrap()
 }
 
 fn control(msg: Message) -> Frame {
@@ -92,6 +93,11 @@ fn error_code(t: &Transmit) -> &str {
     }
 }
 
+fn assert_closed(m: &ServerDelivery, code: u16, reason: &str) {
+    let close = m.close_reason().expect("closed");
+    assert_eq!((close.code, close.reason), (code, reason));
+}
+
 fn config(heartbeat_secs: u32) -> ServerConfig {
     let mut c = ServerConfig::new(AGENT);
     c.heartbeat_secs = heartbeat_secs;
@@ -112,11 +118,8 @@ fn welcomed(t0: Instant, heartbeat_secs: u32) -> ServerDelivery {
         }]
     );
     m.welcome(t0, AgentSettings::default(), None).unwrap();
-    let fetch = Fetch {
-        include_inflight: true,
-    };
-    assert_eq!(events(&mut m), [ServerEvent::Fetch(fetch)]);
-    assert!(!m.deliver(fetch, vec![], vec![]).unwrap());
+    assert_eq!(events(&mut m), [ServerEvent::Fetch(FIRST)]);
+    assert!(!m.deliver(FIRST, vec![], vec![]).unwrap());
     assert!(matches!(
         transmits(&mut m)[..],
         [Transmit::Control(Message::Welcome(_))]
@@ -163,13 +166,10 @@ fn a_welcome_is_followed_by_the_first_delivery_then_the_offer() {
         m.welcome(t0, settings.clone(), None),
         Err(Error::NoHelloPending)
     );
-    let fetch = Fetch {
-        include_inflight: true,
-    };
-    assert_eq!(events(&mut m), [ServerEvent::Fetch(fetch)]);
+    assert_eq!(events(&mut m), [ServerEvent::Fetch(FIRST)]);
     let cancel = Uuid::from_u128(99);
     assert!(
-        !m.deliver(fetch, vec![run(1), run(2)], vec![cancel])
+        !m.deliver(FIRST, vec![run(1), run(2)], vec![cancel])
             .unwrap()
     );
     assert_eq!(
@@ -190,11 +190,8 @@ fn a_welcome_is_followed_by_the_first_delivery_then_the_offer() {
     assert_eq!(m.unacked(), 2);
     // The offer goes once.
     m.wake().unwrap();
-    let Some(ServerEvent::Fetch(fetch)) = m.poll_event() else {
-        panic!("expected a fetch")
-    };
-    assert!(!fetch.include_inflight);
-    m.deliver(fetch, vec![run(3)], vec![]).unwrap();
+    assert_eq!(m.poll_event(), Some(ServerEvent::Fetch(LATER)));
+    m.deliver(LATER, vec![run(3)], vec![]).unwrap();
     assert_eq!(
         transmits(&mut m),
         [Transmit::Control(Message::RunCommand(run(3)))]
@@ -311,13 +308,7 @@ fn no_hello_within_the_time_limit_closes() {
     m.handle_timeout(t0 + ms(499));
     assert_eq!(m.close_reason(), None);
     m.handle_timeout(t0 + ms(500));
-    assert_eq!(
-        m.close_reason(),
-        Some(Close::new(
-            close_code::POLICY,
-            "no hello within the time limit"
-        ))
-    );
+    assert_closed(&m, close_code::POLICY, "no hello within the time limit");
     assert!(transmits(&mut m).is_empty(), "closed without an answer");
     assert_eq!(m.poll_timeout(), None);
 }
@@ -374,13 +365,7 @@ fn an_agent_silent_for_three_intervals_is_dropped() {
     assert_eq!(m.close_reason(), None);
     // 3 s after the pong: dropped.
     m.handle_timeout(t0 + ms(4700));
-    assert_eq!(
-        m.close_reason(),
-        Some(Close::new(
-            close_code::POLICY,
-            "silent for 3 heartbeat intervals"
-        ))
-    );
+    assert_closed(&m, close_code::POLICY, "silent for 3 heartbeat intervals");
     assert!(transmits(&mut m).is_empty());
     assert_eq!(m.poll_timeout(), None);
 }
@@ -482,21 +467,18 @@ fn cancels_go_once_per_connection_and_again_after_a_reconnect() {
     let t0 = Instant::now();
     let mut m = welcomed(t0, 30);
     let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
-    let later = Fetch {
-        include_inflight: false,
-    };
     let cancel = |id| Transmit::Control(Message::CancelCommand(CommandRef { command_id: id }));
-    m.deliver(later, vec![], vec![a]).unwrap();
+    m.deliver(LATER, vec![], vec![a]).unwrap();
     assert_eq!(transmits(&mut m), [cancel(a)]);
     // Not repeated by later fetches; a new one goes.
-    m.deliver(later, vec![], vec![a, b]).unwrap();
+    m.deliver(LATER, vec![], vec![a, b]).unwrap();
     assert_eq!(transmits(&mut m), [cancel(b)]);
     // The sweeper's cancel through the queue is recorded too.
     let c = Uuid::from_u128(3);
     m.queue(Message::CancelCommand(CommandRef { command_id: c }))
         .unwrap();
     assert_eq!(transmits(&mut m), [cancel(c)]);
-    m.deliver(later, vec![], vec![a, b, c]).unwrap();
+    m.deliver(LATER, vec![], vec![a, b, c]).unwrap();
     assert!(transmits(&mut m).is_empty());
     // Acknowledged: done on this connection, a new request goes again.
     m.acknowledge(a).unwrap();
@@ -506,13 +488,10 @@ fn cancels_go_once_per_connection_and_again_after_a_reconnect() {
             command_id: a
         }))]
     );
-    m.deliver(later, vec![], vec![a]).unwrap();
+    m.deliver(LATER, vec![], vec![a]).unwrap();
     assert_eq!(transmits(&mut m), [cancel(a)]);
     // The fetch after a (re)connect repeats every request.
-    let first = Fetch {
-        include_inflight: true,
-    };
-    m.deliver(first, vec![], vec![a, b]).unwrap();
+    m.deliver(FIRST, vec![], vec![a, b]).unwrap();
     assert_eq!(transmits(&mut m), [cancel(a), cancel(b)]);
 }
 
@@ -520,10 +499,7 @@ fn cancels_go_once_per_connection_and_again_after_a_reconnect() {
 fn incomplete_results_are_resynced_at_most_three_times() {
     let t0 = Instant::now();
     let mut m = welcomed(t0, 30);
-    let fetch = Fetch {
-        include_inflight: false,
-    };
-    m.deliver(fetch, vec![run(1)], vec![]).unwrap();
+    m.deliver(LATER, vec![run(1)], vec![]).unwrap();
     transmits(&mut m);
     let id = run(1).command_id;
     assert_eq!(m.unacked(), 1);
@@ -546,12 +522,10 @@ fn incomplete_results_are_resynced_at_most_three_times() {
     }
     m.incomplete(id).unwrap();
     assert!(events(&mut m).is_empty());
-    assert_eq!(
-        m.close_reason(),
-        Some(Close::new(
-            close_code::POLICY,
-            "output never completed; reconnect and re-send"
-        ))
+    assert_closed(
+        &m,
+        close_code::POLICY,
+        "output never completed; reconnect and re-send",
     );
 }
 
@@ -559,24 +533,18 @@ fn incomplete_results_are_resynced_at_most_three_times() {
 fn a_full_batch_asks_for_more() {
     let t0 = Instant::now();
     let mut m = welcomed(t0, 30);
-    let fetch = Fetch {
-        include_inflight: false,
-    };
     let batch: Vec<RunCommand> = (0..DELIVERY_BATCH as u128).map(run).collect();
-    assert!(m.deliver(fetch, batch, vec![]).unwrap());
+    assert!(m.deliver(LATER, batch, vec![]).unwrap());
     assert_eq!(transmits(&mut m).len(), DELIVERY_BATCH);
-    assert!(!m.deliver(fetch, vec![run(1000)], vec![]).unwrap());
+    assert!(!m.deliver(LATER, vec![run(1000)], vec![]).unwrap());
 }
 
 #[test]
 fn operations_before_the_welcome_are_refused() {
     let t0 = Instant::now();
     let mut m = ServerDelivery::new(config(30), t0);
-    let fetch = Fetch {
-        include_inflight: true,
-    };
     assert_eq!(
-        m.deliver(fetch, vec![run(1)], vec![]),
+        m.deliver(FIRST, vec![run(1)], vec![]),
         Err(Error::NotWelcomed)
     );
     assert_eq!(m.acknowledge(AGENT), Err(Error::NotWelcomed));
