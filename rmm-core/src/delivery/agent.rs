@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-use super::{Error, heartbeat_period};
+use super::{Error, heartbeat_period, pop_front};
 use crate::protocol::{
     AgentSettings, DecodeError, Frame, Heartbeat, Hello, Message, ProtocolError, RunCommand,
     TunnelError, TunnelErrorCode, UpdateAvailable, Welcome,
@@ -66,13 +66,8 @@ pub enum AgentEnd {
 
 #[derive(Debug, Clone, PartialEq)]
 enum Phase {
-    AwaitingWelcome {
-        deadline: Option<Instant>,
-    },
-    Welcomed {
-        period: Duration,
-        next_heartbeat: Option<Instant>,
-    },
+    AwaitingWelcome,
+    Welcomed { period: Duration },
     Ended(AgentEnd),
 }
 
@@ -128,6 +123,8 @@ enum Phase {
 #[derive(Debug)]
 pub struct AgentDelivery {
     phase: Phase,
+    /// The one timer: the welcome deadline, then the next heartbeat.
+    timer: Option<Instant>,
     welcome_timeout: Duration,
     /// The last heartbeat's sequence number on this connection.
     seq: u64,
@@ -140,9 +137,8 @@ impl AgentDelivery {
     /// message to send and the server has `welcome_timeout` to answer it.
     pub fn new(now: Instant, hello: Hello, welcome_timeout: Duration) -> Self {
         AgentDelivery {
-            phase: Phase::AwaitingWelcome {
-                deadline: now.checked_add(welcome_timeout),
-            },
+            phase: Phase::AwaitingWelcome,
+            timer: now.checked_add(welcome_timeout),
             welcome_timeout,
             seq: 0,
             transmit: VecDeque::from([Message::Hello(hello)]),
@@ -172,15 +168,15 @@ impl AgentDelivery {
             return;
         };
         match self.phase {
-            Phase::AwaitingWelcome { .. } => match msg {
+            Phase::AwaitingWelcome => match msg {
                 Message::Welcome(w) => {
                     self.phase = Phase::Welcomed {
                         period: heartbeat_period(w.heartbeat_interval_secs),
-                        next_heartbeat: Some(now),
                     };
+                    self.timer = Some(now);
                     self.events.push_back(AgentEvent::Welcomed(w));
                 }
-                Message::Error(e) => self.phase = Phase::Ended(AgentEnd::Refused(e)),
+                Message::Error(e) => self.finish(AgentEnd::Refused(e)),
                 _ => {}
             },
             Phase::Welcomed { .. } => self.on_message(msg),
@@ -219,7 +215,7 @@ impl AgentDelivery {
     /// ([`AgentEnd::BadFrame`]).
     pub fn handle_undecodable(&mut self, _now: Instant, e: &DecodeError) {
         match (&self.phase, e) {
-            (Phase::Ended(_), _) | (Phase::AwaitingWelcome { .. }, DecodeError::Json(_)) => {}
+            (Phase::Ended(_), _) | (Phase::AwaitingWelcome, DecodeError::Json(_)) => {}
             (Phase::Welcomed { .. }, DecodeError::Json(inner)) => {
                 let text = inner.to_string();
                 self.transmit.push_back(Message::Error(ProtocolError {
@@ -228,7 +224,7 @@ impl AgentDelivery {
                 }));
                 self.events.push_back(AgentEvent::BadMessage(text));
             }
-            (_, other) => self.phase = Phase::Ended(AgentEnd::BadFrame(other.to_string())),
+            (_, other) => self.finish(AgentEnd::BadFrame(other.to_string())),
         }
     }
 
@@ -236,22 +232,22 @@ impl AgentDelivery {
     /// conversation ends with [`AgentEnd::NoWelcome`]) and the heartbeat
     /// ([`AgentEvent::HeartbeatDue`]; the next one is an interval later).
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.timer.is_none_or(|t| now < t) {
+            return;
+        }
         match self.phase {
-            Phase::AwaitingWelcome { deadline } if deadline.is_some_and(|d| now >= d) => {
-                self.phase = Phase::Ended(AgentEnd::NoWelcome(self.welcome_timeout));
-            }
-            Phase::Welcomed {
-                period,
-                next_heartbeat,
-            } if next_heartbeat.is_some_and(|d| now >= d) => {
-                self.phase = Phase::Welcomed {
-                    period,
-                    next_heartbeat: now.checked_add(period),
-                };
+            Phase::AwaitingWelcome => self.finish(AgentEnd::NoWelcome(self.welcome_timeout)),
+            Phase::Welcomed { period } => {
+                self.timer = now.checked_add(period);
                 self.events.push_back(AgentEvent::HeartbeatDue);
             }
-            _ => {}
+            Phase::Ended(_) => {}
         }
+    }
+
+    fn finish(&mut self, end: AgentEnd) {
+        self.phase = Phase::Ended(end);
+        self.timer = None;
     }
 
     /// Answers [`AgentEvent::HeartbeatDue`]: sends a heartbeat (sequence
@@ -268,27 +264,27 @@ impl AgentDelivery {
                 Ok(())
             }
             Phase::Ended(_) => Ok(()),
-            Phase::AwaitingWelcome { .. } => Err(Error::NotWelcomed),
+            Phase::AwaitingWelcome => Err(Error::NotWelcomed),
         }
     }
 
-    /// The next message to send to the server.
+    /// The next message of the conversation to send to the server (the
+    /// `hello`, heartbeats, answers); the driver's own messages (output,
+    /// results) share its outbound queue.
     pub fn poll_transmit(&mut self) -> Option<Message> {
-        self.transmit.pop_front()
+        pop_front(&mut self.transmit)
     }
 
-    /// The next request or report for the driver.
+    /// The next event for the driver: act on each (a
+    /// [`HeartbeatDue`](AgentEvent::HeartbeatDue) is answered with
+    /// [`heartbeat`](Self::heartbeat)) before feeding more input.
     pub fn poll_event(&mut self) -> Option<AgentEvent> {
-        self.events.pop_front()
+        pop_front(&mut self.events)
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) must be called next:
     /// the welcome deadline, then the next heartbeat.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match self.phase {
-            Phase::AwaitingWelcome { deadline } => deadline,
-            Phase::Welcomed { next_heartbeat, .. } => next_heartbeat,
-            Phase::Ended(_) => None,
-        }
+        self.timer
     }
 }

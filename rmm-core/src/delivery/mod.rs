@@ -67,6 +67,7 @@
 mod agent;
 mod server;
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 pub use agent::{AgentDelivery, AgentEnd, AgentEvent};
@@ -195,4 +196,14 @@ pub enum Error {
     /// The operation needs a welcomed connection.
     #[error("the connection is not welcomed yet")]
     NotWelcomed,
+}
+
+/// Pops the front of a machine's queue and releases the queue's memory once
+/// it is empty: an idle connection keeps none (there are many of them).
+fn pop_front<T>(queue: &mut VecDeque<T>) -> Option<T> {
+    let item = queue.pop_front();
+    if queue.is_empty() && queue.capacity() != 0 {
+        *queue = VecDeque::new();
+    }
+    item
 }

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::{
     Close, DELIVERY_BATCH, Error, Fetch, HEARTBEAT_SECS, HELLO_TIMEOUT, MAX_RESYNCS,
-    SILENT_INTERVALS, close_code, heartbeat_period,
+    SILENT_INTERVALS, close_code, heartbeat_period, pop_front,
 };
 use crate::protocol::{
     AgentSettings, CommandOutput, CommandRef, CommandResult, CommandStarted, DecodeError, Frame,
@@ -183,7 +183,7 @@ pub struct ServerDelivery {
     resyncs: HashMap<Uuid, u8>,
     /// What the driver wants sent after the first delivery (the update
     /// offer).
-    after_first_delivery: Option<Message>,
+    after_first_delivery: Option<Box<Message>>,
     transmit: VecDeque<Transmit>,
     events: VecDeque<ServerEvent>,
 }
@@ -470,7 +470,7 @@ impl ServerDelivery {
             next_probe: now.checked_add(self.period()),
         };
         self.welcomed = true;
-        self.after_first_delivery = then;
+        self.after_first_delivery = then.map(Box::new);
         self.events.push_back(ServerEvent::Fetch(Fetch {
             include_inflight: true,
         }));
@@ -547,7 +547,7 @@ impl ServerDelivery {
             }
         }
         if let Some(msg) = self.after_first_delivery.take() {
-            self.send(msg);
+            self.send(*msg);
         }
         Ok(more)
     }
@@ -557,9 +557,12 @@ impl ServerDelivery {
     /// connection. Errors: [`Error::NotWelcomed`].
     pub fn acknowledge(&mut self, command_id: Uuid) -> Result<(), Error> {
         if self.welcomed()? {
-            self.unacked.remove(&command_id);
-            self.sent_cancels.remove(&command_id);
+            forget(&mut self.unacked, &command_id);
+            forget(&mut self.sent_cancels, &command_id);
             self.resyncs.remove(&command_id);
+            if self.resyncs.is_empty() {
+                self.resyncs = HashMap::new();
+            }
             self.send(Message::CommandAck(CommandRef { command_id }));
         }
         Ok(())
@@ -635,14 +638,17 @@ impl ServerDelivery {
     // Outputs
     // ----------------------------------------------------------------
 
-    /// The next thing to send to the agent.
+    /// The next thing to send to the agent: control messages and liveness
+    /// pings, in the order they must go out (an `error` before the close
+    /// it explains, the `welcome` before the first delivery).
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmit.pop_front()
+        pop_front(&mut self.transmit)
     }
 
-    /// The next request or report for the driver.
+    /// The next request (answer it with the operation it names) or report
+    /// for the driver.
     pub fn poll_event(&mut self) -> Option<ServerEvent> {
-        self.events.pop_front()
+        pop_front(&mut self.events)
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) must be called next:
@@ -656,6 +662,14 @@ impl ServerDelivery {
     }
 }
 
+/// Removes `id`, releasing the set's memory once it is empty.
+fn forget(set: &mut HashSet<Uuid>, id: &Uuid) {
+    set.remove(id);
+    if set.is_empty() {
+        *set = HashSet::new();
+    }
+}
+
 /// A plugin name the server stores: 1-128 characters of `[A-Za-z0-9._-]`.
 fn valid_plugin_name(name: &str) -> bool {
     !name.is_empty()
@@ -663,4 +677,56 @@ fn valid_plugin_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+#[cfg(test)]
+// The test reads the real clock once, as the origin of its virtual time.
+#[allow(clippy::disallowed_methods)]
+mod tests {
+    use super::*;
+
+    /// Many connections sit idle: once drained, a machine holds no queue
+    /// or set memory.
+    #[test]
+    fn a_drained_machine_keeps_no_memory_around() {
+        let t0 = Instant::now();
+        let agent_id = Uuid::from_u128(1);
+        let mut m = ServerDelivery::new(ServerConfig::new(agent_id), t0);
+        let hello = serde_json::json!({
+            "type": "hello", "protocol": {"min": 1, "max": 1}, "agent_id": agent_id,
+            "agent_version": "0.1.0", "os": "linux", "arch": "x86_64", "hostname": "h",
+            "machine_uid": "m", "channel": "stable",
+        });
+        let hello: Message = serde_json::from_value(hello).unwrap();
+        m.handle_frame(t0, Frame::Control(hello)).unwrap();
+        while m.poll_event().is_some() {}
+        m.welcome(t0, AgentSettings::default(), None).unwrap();
+        let ids: Vec<Uuid> = (10..80).map(Uuid::from_u128).collect();
+        let commands = ids
+            .iter()
+            .map(|&command_id| RunCommand {
+                command_id,
+                command_type: crate::protocol::CommandType::Sh,
+                command: "true".into(),
+                context: crate::protocol::CommandContext::System,
+                timeout_secs: None,
+            })
+            .collect();
+        let fetch = Fetch {
+            include_inflight: true,
+        };
+        while m.poll_event().is_some() {}
+        m.deliver(fetch, commands, ids.clone()).unwrap();
+        for id in &ids {
+            m.incomplete(*id).unwrap();
+            m.acknowledge(*id).unwrap();
+        }
+        while m.poll_transmit().is_some() {}
+        while m.poll_event().is_some() {}
+        assert_eq!(m.transmit.capacity(), 0);
+        assert_eq!(m.events.capacity(), 0);
+        assert_eq!(m.unacked.capacity(), 0);
+        assert_eq!(m.sent_cancels.capacity(), 0);
+        assert_eq!(m.resyncs.capacity(), 0);
+    }
 }
