@@ -113,7 +113,7 @@ struct RunArgs {
     #[arg(long, env = "RMM_AGENT_KILL_GRACE_MS", default_value_t = 5000)]
     kill_grace_ms: u64,
     /// Largest control frame accepted from the server (bytes).
-    #[arg(long, env = "RMM_AGENT_MAX_CONTROL_BYTES", default_value_t = 32 * 1024 * 1024)]
+    #[arg(long, env = "RMM_AGENT_MAX_CONTROL_BYTES", default_value_t = rmm_core::delivery::AGENT_MAX_CONTROL)]
     max_control_bytes: usize,
     /// The loginctl used to find the active user session.
     #[arg(

@@ -141,7 +141,7 @@ pub async fn run(
             return r;
         }
     }
-    let codec = Codec::new(conn::limits(32 * 1024 * 1024));
+    let codec = Codec::new(conn::limits(rmm_core::delivery::AGENT_MAX_CONTROL));
     let hello = Hello {
         protocol: VersionRange::current(),
         agent_id: identity.agent_id,
@@ -167,7 +167,7 @@ pub async fn run(
                 );
             } else {
                 match conn::handshake(&mut ws, &codec, &hello, timeout).await {
-                    Ok(w) => r.add(
+                    Ok((w, _)) => r.add(
                         "server",
                         true,
                         format!(

@@ -8,6 +8,9 @@
 //! - [`tunnel`]: the sans-IO tunnel/session/channel state machine with
 //!   per-channel credit flow control (quinn-proto style: `handle_*` inputs,
 //!   `poll_*` outputs, time passed in).
+//! - [`delivery`]: the sans-IO command-delivery conversation (hello and
+//!   welcome, delivery, acknowledgements, re-sync, cancels, liveness) as
+//!   one machine per side, in the tunnel machine's shape.
 //! - [`channel`]: the release-channel scanner that decides which agent build
 //!   an agent should be offered (a pure function over an index, plus a thin
 //!   directory adapter).
@@ -20,6 +23,7 @@
 //! rmm-core -e normal` shows no tokio, hyper, reqwest, axum or sqlx.
 
 pub mod channel;
+pub mod delivery;
 pub mod io;
 pub mod protocol;
 pub mod transport;

@@ -3,7 +3,12 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use rmm_core::delivery;
+
+use crate::clock::{ServerClock, TokioClock};
 
 /// Everything the server needs to run.
 #[derive(Debug, Clone)]
@@ -89,6 +94,9 @@ pub struct Config {
     /// An HTTP client must send its request headers within this time
     /// (default 30 s).
     pub header_read_timeout: Duration,
+    /// The clock the agent hub reads (default [`TokioClock`]); tests pass
+    /// one they drive.
+    pub clock: Arc<dyn ServerClock>,
 }
 
 impl Default for Config {
@@ -106,8 +114,8 @@ impl Default for Config {
             insecure_http: false,
             body_limit: 8 * 1024 * 1024,
             max_output_bytes: 16 * 1024 * 1024,
-            heartbeat_interval: Duration::from_secs(30),
-            hello_timeout: Duration::from_secs(10),
+            heartbeat_interval: delivery::HEARTBEAT_INTERVAL,
+            hello_timeout: delivery::HELLO_TIMEOUT,
             last_seen_flush: Duration::from_secs(2),
             command_grace: Duration::from_secs(30),
             cancel_grace: Duration::from_secs(30),
@@ -126,6 +134,7 @@ impl Default for Config {
             outbound_queue: 64,
             send_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(30),
+            clock: Arc::new(TokioClock),
         }
     }
 }
@@ -136,7 +145,8 @@ impl Config {
     /// delay and a second of slack.
     pub fn online_window_ms(&self) -> i64 {
         let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
-        (3 * ms(self.heartbeat_interval))
+        ms(self.heartbeat_interval)
+            .saturating_mul(i64::from(delivery::SILENT_INTERVALS))
             .saturating_add(ms(self.last_seen_flush))
             .saturating_add(1000)
     }

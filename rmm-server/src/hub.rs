@@ -1,10 +1,14 @@
 //! The agent WebSocket hub (PROTOCOL.md §1, §4, §5).
 //!
-//! One task per connection drives the socket: it reads frames, answers
-//! them, and sends what is due. Nothing authoritative lives here: commands,
-//! results and agent state are in the [`Store`]; the hub keeps only the
-//! map of live connections and, per connection, the last time the agent
-//! was heard (written to the store in coalesced batches).
+//! One task per connection drives the socket over the conversation's
+//! sans-IO machine ([`rmm_core::delivery::ServerDelivery`], which holds the
+//! rules: the handshake, what is delivered and acknowledged, re-sync,
+//! cancels, liveness). The task is a thin driver: it feeds the machine what
+//! the socket brings, fulfils its requests from the [`Store`], and sends
+//! what it asks to. Nothing authoritative lives here: commands, results and
+//! agent state are in the store; the hub keeps only the map of live
+//! connections and, per connection, the last time the agent was heard
+//! (written to the store in coalesced batches).
 //!
 //! Delivery is pull-based: submitting a command writes it to the store and
 //! then *kicks* the agent's connection (a [`Notify`], which coalesces), and
@@ -18,50 +22,39 @@
 //! which that connection is dropped (the agent reconnects and nothing is
 //! lost, because nothing is acknowledged before it is durable).
 //!
+//! Time comes from the injected [`ServerClock`] ([`Config::clock`]).
+//!
 //! Memory per idle agent is mostly that task: a task is allocated at the
-//! size of its largest state, so the handshake and the handling of
-//! anything but a heartbeat run in boxed futures, and the idle task is
+//! size of its largest state, so the handling of anything but a heartbeat
+//! (the handshake included) runs in boxed futures, and the idle task is
 //! about the size of its `select!` loop.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
+use rmm_core::delivery::{self, Close, Fetch, ServerConfig, ServerDelivery, ServerEvent, Transmit};
 use rmm_core::protocol::{
-    AgentSettings, Codec, CommandRef, DecodeError, Frame, Limits, Message, ProtocolError,
-    RunCommand, VersionRange, Welcome, negotiate,
+    AgentSettings, Codec, CommandRef, DecodeError, Frame, Hello, Limits, Message, RunCommand,
 };
 use tokio::sync::{Notify, mpsc, watch};
 use uuid::Uuid;
 
 use crate::audit::AuditGate;
+use crate::clock::{ServerClock, Sleep};
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::now_ms;
 use crate::service::releases::ReleaseCatalog;
 use crate::store::{
-    AgentHello, FinishOutcome, HelloOutcome, InventoryItem, NewAudit, Store, WakeBus,
+    AgentHello, FinishOutcome, HelloOutcome, InventoryItem, NewAudit, PendingCommand, Store,
+    WakeBus,
 };
 
 /// WebSocket close codes used by the hub.
-pub mod close_code {
-    /// Normal closure.
-    pub const NORMAL: u16 = 1000;
-    /// Server going away (shutdown).
-    pub const GOING_AWAY: u16 = 1001;
-    /// Protocol error (bad frame, unsupported protocol version).
-    pub const PROTOCOL: u16 = 1002;
-    /// Unsupported data (a text message).
-    pub const UNSUPPORTED: u16 = 1003;
-    /// Policy violation (identity mismatch, replaced, revoked).
-    pub const POLICY: u16 = 1008;
-    /// A message larger than the limits.
-    pub const TOO_BIG: u16 = 1009;
-    /// Try again later (a re-enrollment whose old agent is still online).
-    pub const TRY_AGAIN_LATER: u16 = 1013;
-}
+pub use rmm_core::delivery::close_code;
 
 /// One live agent connection, as the rest of the server sees it.
 #[derive(Debug)]
@@ -72,13 +65,17 @@ pub struct Conn {
     flushed_ms: AtomicI64,
     kick: Notify,
     close: Notify,
-    out: mpsc::Sender<Box<Message>>,
+    /// The connection's outbound queue. It carries frames: control
+    /// messages (passed through the delivery machine) and, once a tunnel
+    /// is hosted on the connection, its data frames.
+    out: mpsc::Sender<Box<Frame>>,
 }
 
 /// The hub: live connections and the background loops around them.
 pub struct Hub {
     store: Arc<dyn Store>,
     config: Arc<Config>,
+    clock: Arc<dyn ServerClock>,
     metrics: Arc<Metrics>,
     conns: Mutex<HashMap<Uuid, Arc<Conn>>>,
     next_id: AtomicU64,
@@ -106,11 +103,6 @@ impl std::fmt::Debug for Hub {
     }
 }
 
-enum Flow {
-    Continue,
-    Close(u16, &'static str),
-}
-
 struct LiveGuard(Arc<Hub>);
 
 impl Drop for LiveGuard {
@@ -122,13 +114,17 @@ impl Drop for LiveGuard {
 }
 
 /// A slot of the bounded handshake phase (see
-/// [`Hub::try_begin_handshake`]); freed when dropped.
+/// [`Hub::try_begin_handshake`]); freed when dropped. The agent's `hello`
+/// deadline counts from the moment the slot was taken.
 #[derive(Debug)]
-pub struct HandshakeSlot(Arc<Hub>);
+pub struct HandshakeSlot {
+    hub: Arc<Hub>,
+    since: Instant,
+}
 
 impl Drop for HandshakeSlot {
     fn drop(&mut self) {
-        self.0.pending_handshakes.fetch_sub(1, Ordering::AcqRel);
+        self.hub.pending_handshakes.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -136,18 +132,18 @@ impl Drop for HandshakeSlot {
 struct Session {
     agent_id: Uuid,
     session_id: Uuid,
+    addr: std::net::IpAddr,
     conn: Arc<Conn>,
     codec_in: Codec,
     codec_out: Codec,
-    last_heard: Instant,
-    sent_cancels: HashSet<Uuid>,
-    resyncs: HashMap<Uuid, u8>,
+    /// The conversation: its state and rules.
+    machine: ServerDelivery,
+    /// The handshake bound, held until the `welcome` is sent.
+    slot: Option<HandshakeSlot>,
 }
 
-/// Most in-band re-sync attempts (a re-sent `run_command` after an
-/// incomplete result) per command and connection before the connection is
-/// dropped so the agent re-sends everything after reconnecting.
-const MAX_RESYNCS: u8 = 3;
+/// How long a close frame may take to send.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What a [`Hub`] is built from (the parts it shares with the HTTP API).
 #[allow(missing_debug_implementations)]
@@ -186,6 +182,7 @@ impl Hub {
         Arc::new(Hub {
             store,
             bus,
+            clock: config.clock.clone(),
             config,
             metrics,
             conns: Mutex::new(HashMap::new()),
@@ -234,9 +231,44 @@ impl Hub {
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
-                Ok(_) => return Some(HandshakeSlot(self.clone())),
+                Ok(_) => {
+                    return Some(HandshakeSlot {
+                        hub: self.clone(),
+                        since: self.clock.now(),
+                    });
+                }
                 Err(now) => cur = now,
             }
+        }
+    }
+
+    /// Connection tasks running on this process (handshakes included);
+    /// a task ends after its disconnect is recorded.
+    pub fn connection_tasks(&self) -> usize {
+        self.live_tasks.load(Ordering::Acquire)
+    }
+
+    /// The hub clock's wall time, unix milliseconds.
+    fn now_ms(&self) -> i64 {
+        crate::clock::unix_ms(&*self.clock)
+    }
+
+    /// Completes at `deadline` of the hub's clock; never without one.
+    fn sleep_until(&self, deadline: Option<Instant>) -> Sleep {
+        match deadline {
+            Some(at) => self.clock.sleep_until(at),
+            None => Box::pin(std::future::pending()),
+        }
+    }
+
+    /// `fut`'s output, or `None` when it takes longer than `limit` of the
+    /// hub's clock.
+    async fn within<F: Future>(&self, limit: Duration, fut: F) -> Option<F::Output> {
+        let deadline = self.sleep_until(self.clock.now().checked_add(limit));
+        tokio::select! {
+            biased;
+            out = fut => Some(out),
+            () = deadline => None,
         }
     }
 
@@ -277,7 +309,7 @@ impl Hub {
     /// store on the next kick or reconnect).
     pub fn try_send(&self, agent_id: Uuid, msg: Message) -> bool {
         match self.conn(agent_id) {
-            Some(c) => match c.out.try_send(Box::new(msg)) {
+            Some(c) => match c.out.try_send(Box::new(Frame::Control(msg))) {
                 Ok(()) => true,
                 Err(_) => {
                     c.kick.notify_one();
@@ -333,27 +365,26 @@ impl Hub {
 
     /// The background loops: `last_seen` flushing, the command/enrollment
     /// sweeper, the work poll and (PostgreSQL) the `LISTEN` of other
-    /// replicas' announcements. Runs until shutdown.
+    /// replicas' announcements, timed by the hub's clock. Runs until
+    /// shutdown.
     pub async fn run_background(self: Arc<Self>) {
         let mut shutdown = self.shutdown.clone();
-        let mut flush = tokio::time::interval(self.config.last_seen_flush);
-        let mut sweep = tokio::time::interval(self.config.sweep_interval);
+        let now = self.clock.now();
+        let mut flush = Ticker::new(now, self.config.last_seen_flush);
+        let mut sweep = Ticker::new(now, self.config.sweep_interval);
         let poll_every = self.config.sweep_interval.max(Duration::from_secs(2));
-        let mut poll = tokio::time::interval(poll_every);
-        for t in [&mut flush, &mut sweep, &mut poll] {
-            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        }
+        let mut poll = Ticker::new(now, poll_every);
         let mut notes = self.bus.subscribe();
         let mut sweeps: u64 = 0;
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,
-                _ = flush.tick() => self.flush_last_seen().await,
-                _ = sweep.tick() => {
+                () = flush.tick(&*self.clock) => self.flush_last_seen().await,
+                () = sweep.tick(&*self.clock) => {
                     sweeps += 1;
                     self.sweep(sweeps % 10 == 1).await;
                 }
-                _ = poll.tick() => {
+                () = poll.tick(&*self.clock) => {
                     match self.store.agents_with_work().await {
                         Ok(ids) => ids.into_iter().for_each(|id| self.kick_local(id)),
                         Err(e) => tracing::warn!(error = %e, "cannot poll for agent work"),
@@ -399,7 +430,7 @@ impl Hub {
     }
 
     async fn sweep(&self, enrollments: bool) {
-        let now = now_ms();
+        let now = self.now_ms();
         match self
             .store
             .expire_commands(now, ms(self.config.cancel_grace))
@@ -431,7 +462,8 @@ impl Hub {
         }
     }
 
-    /// Runs one authenticated agent connection to its end.
+    /// Runs one authenticated agent connection to its end: the driver loop
+    /// of its [`ServerDelivery`].
     pub async fn run_connection(
         self: Arc<Self>,
         agent_id: Uuid,
@@ -443,87 +475,88 @@ impl Hub {
         let _live = LiveGuard(self.clone());
         self.metrics.agent_connections.inc();
         let (out_tx, mut out_rx) = mpsc::channel(self.config.outbound_queue.max(1));
+        let now_ms = self.now_ms();
         let conn = Arc::new(Conn {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             agent_id,
-            last_seen_ms: AtomicI64::new(now_ms()),
-            flushed_ms: AtomicI64::new(now_ms()),
+            last_seen_ms: AtomicI64::new(now_ms),
+            flushed_ms: AtomicI64::new(now_ms),
             kick: Notify::new(),
             close: Notify::new(),
             out: out_tx,
         });
-        let out_limit = self.config.body_limit.max(Limits::default().max_control) + 64 * 1024;
+        let mut config = ServerConfig::new(agent_id);
+        config.hello_timeout = self.config.hello_timeout;
+        config.heartbeat_secs = delivery::heartbeat_secs(self.config.heartbeat_interval);
         let mut s = Session {
             agent_id,
             session_id: Uuid::new_v4(),
+            addr,
             conn: conn.clone(),
             codec_in: Codec::new(Limits::default()),
             codec_out: Codec::new(Limits {
-                max_control: out_limit,
+                max_control: delivery::server_control_limit(self.config.body_limit),
                 ..Limits::default()
             }),
-            last_heard: Instant::now(),
-            sent_cancels: HashSet::new(),
-            resyncs: HashMap::new(),
+            machine: ServerDelivery::new(config, slot.since),
+            slot: Some(slot),
         };
-
-        // 1. hello ... welcome. Boxed: its futures and the hello's strings
-        // are needed once, and the task keeps the size of its largest
-        // state for the connection's whole life (memory per idle agent).
-        let Some(mut flow) = Box::pin(self.handshake(&mut s, &mut ws, addr, slot)).await else {
-            return;
-        };
-
-        // 2. the connection loop.
-        let interval = Duration::from_secs(u64::from(self.heartbeat_secs()));
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut shutdown = self.shutdown.clone();
-        while let Flow::Continue = flow {
-            flow = tokio::select! {
-                _ = shutdown.changed() => Flow::Close(close_code::GOING_AWAY, "server shutting down"),
-                _ = conn.close.notified() => Flow::Close(close_code::POLICY, "connection replaced or credential revoked"),
-                msg = ws.recv() => match msg {
-                    Some(Ok(m)) => {
-                        s.last_heard = Instant::now();
-                        self.on_ws_message(&mut s, &mut ws, m).await
-                    }
-                    Some(Err(e)) if too_big(&e) => {
-                        tracing::info!(agent = %agent_id, "agent message over the size limit, closing");
-                        Flow::Close(close_code::TOO_BIG, "message too big")
-                    }
-                    Some(Err(e)) => {
-                        tracing::debug!(agent = %agent_id, error = %e, "agent socket error");
-                        Flow::Close(close_code::NORMAL, "")
-                    }
-                    None => Flow::Close(close_code::NORMAL, ""),
-                },
-                Some(m) = out_rx.recv() => {
-                    if let Message::CancelCommand(c) = &*m {
-                        s.sent_cancels.insert(c.command_id);
-                    }
-                    if self.send(&mut s, &mut ws, &m).await { Flow::Continue } else { Flow::Close(close_code::NORMAL, "") }
+        let close = loop {
+            if !self.perform(&mut s, &mut ws).await {
+                s.machine.close(Close::new(close_code::NORMAL, ""));
+            }
+            if let Some(close) = s.machine.close_reason() {
+                break close;
+            }
+            // Until the welcome only the socket and the hello deadline
+            // matter (the connection is not registered yet).
+            let welcomed = s.machine.is_welcomed();
+            // The one timer. A tunnel hosted on this connection joins here:
+            // the earlier of its `poll_timeout()` and the machine's, and
+            // both get `handle_timeout` when it fires.
+            let timer = self.sleep_until(s.machine.poll_timeout());
+            let fed = tokio::select! {
+                _ = shutdown.changed(), if welcomed => {
+                    s.machine.close(Close::new(close_code::GOING_AWAY, "server shutting down"));
+                    Ok(())
                 }
-                _ = conn.kick.notified() => Box::pin(self.deliver(&mut s, &mut ws, false)).await,
-                _ = tick.tick() => {
-                    if s.last_heard.elapsed() >= interval * 3 {
-                        tracing::info!(agent = %agent_id, "agent silent for 3 heartbeat intervals, dropping");
-                        Flow::Close(close_code::POLICY, "silent for 3 heartbeat intervals")
-                    } else {
-                        // Half-open detection: a ping the peer must answer.
-                        match tokio::time::timeout(self.config.send_timeout, ws.send(WsMessage::Ping(bytes::Bytes::new()))).await {
-                            Ok(Ok(())) => Flow::Continue,
-                            _ => Flow::Close(close_code::NORMAL, ""),
-                        }
-                    }
+                _ = conn.close.notified(), if welcomed => {
+                    s.machine.close(Close::new(close_code::POLICY, "connection replaced or credential revoked"));
+                    Ok(())
+                }
+                msg = ws.recv() => self.receive(&mut s, msg),
+                Some(frame) = out_rx.recv(), if welcomed => self.outbound(&mut s, &mut ws, *frame).await,
+                _ = conn.kick.notified(), if welcomed => s.machine.wake(),
+                () = timer => {
+                    s.machine.handle_timeout(self.clock.now());
+                    Ok(())
                 }
             };
+            if let Err(e) = fed {
+                machine_error(&mut s, &e);
+            }
+        };
+        match close.code {
+            close_code::NORMAL | close_code::GOING_AWAY => {
+                tracing::debug!(agent = %agent_id, code = close.code, reason = close.reason, "closing");
+            }
+            _ => {
+                tracing::info!(agent = %agent_id, code = close.code, reason = close.reason, "closing");
+            }
         }
-        if let Flow::Close(code, reason) = flow {
-            close(&mut ws, code, reason).await;
+        let frame = CloseFrame {
+            code: close.code,
+            reason: close.reason.into(),
+        };
+        self.within(CLOSE_TIMEOUT, ws.send(WsMessage::Close(Some(frame))))
+            .await;
+        if !s.machine.was_welcomed() {
+            // Refused (or gone) before it was registered.
+            return;
         }
 
-        // 3. cleanup.
+        // Cleanup.
         {
             let mut conns = self.conns();
             if conns.get(&agent_id).is_some_and(|c| c.id == conn.id) {
@@ -533,7 +566,7 @@ impl Hub {
         self.metrics.set_connected(self.connected());
         if let Err(e) = self
             .store
-            .agent_disconnected(agent_id, s.session_id, now_ms())
+            .agent_disconnected(agent_id, s.session_id, self.now_ms())
             .await
         {
             tracing::warn!(error = %e, agent = %agent_id, "cannot record disconnect");
@@ -541,52 +574,168 @@ impl Hub {
         self.agents_changed();
     }
 
-    /// From `hello` to `welcome`, the first delivery and an update offer;
-    /// `None` when the connection was refused (and closed) before it was
-    /// registered.
-    async fn handshake(
+    /// Does what the machine asks until it asks for nothing more: sends
+    /// what it queued, in order, and fulfils its requests. False when the
+    /// socket failed.
+    async fn perform(&self, s: &mut Session, ws: &mut WebSocket) -> bool {
+        loop {
+            while let Some(t) = s.machine.poll_transmit() {
+                let sent = match t {
+                    Transmit::Control(msg) => self.send_frame(s, ws, &Frame::Control(msg)).await,
+                    // Half-open detection: a ping the peer must answer.
+                    Transmit::Ping => self
+                        .within(
+                            self.config.send_timeout,
+                            ws.send(WsMessage::Ping(bytes::Bytes::new())),
+                        )
+                        .await
+                        .is_some_and(|r| r.is_ok()),
+                };
+                if !sent {
+                    return false;
+                }
+            }
+            if s.machine.is_welcomed() {
+                s.slot = None;
+            }
+            let Some(event) = s.machine.poll_event() else {
+                return true;
+            };
+            let done = match event {
+                // The bulk of agent traffic, answered in place.
+                ServerEvent::Heartbeat(_) => {
+                    self.on_heartbeat(s);
+                    Ok(())
+                }
+                // Boxed: the store calls would otherwise size every idle
+                // connection's task.
+                event => Box::pin(self.on_event(s, event)).await,
+            };
+            if let Err(e) = done {
+                machine_error(s, &e);
+            }
+        }
+    }
+
+    /// Feeds what the socket brought to the machine.
+    fn receive(
+        &self,
+        s: &mut Session,
+        msg: Option<Result<WsMessage, axum::Error>>,
+    ) -> Result<(), delivery::Error> {
+        let now = self.clock.now();
+        let machine = &mut s.machine;
+        match msg {
+            Some(Ok(WsMessage::Binary(b))) => match s.codec_in.decode_message(&b) {
+                Ok(frame) => machine.handle_frame(now, frame),
+                Err(e) => {
+                    if !matches!(e, DecodeError::Json(_)) {
+                        tracing::info!(agent = %s.agent_id, error = %e, "frame error, closing");
+                    }
+                    machine.handle_undecodable(now, &e)
+                }
+            },
+            Some(Ok(WsMessage::Text(_))) => machine.handle_text(now),
+            Some(Ok(WsMessage::Close(_))) => machine.handle_peer_closed(now),
+            Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => machine.handle_keepalive(now),
+            Some(Err(e)) if too_big(&e) => {
+                tracing::info!(agent = %s.agent_id, "agent message over the size limit, closing");
+                machine.handle_oversized(now)
+            }
+            Some(Err(e)) => {
+                tracing::debug!(agent = %s.agent_id, error = %e, "agent socket error");
+                machine.handle_peer_closed(now)
+            }
+            None => machine.handle_peer_closed(now),
+        }
+    }
+
+    /// A frame from the outbound queue: control messages go through the
+    /// machine (it records the cancels it sends); data frames (a hosted
+    /// tunnel's) go out as they are.
+    async fn outbound(
         &self,
         s: &mut Session,
         ws: &mut WebSocket,
-        addr: std::net::IpAddr,
-        slot: HandshakeSlot,
-    ) -> Option<Flow> {
-        let agent_id = s.agent_id;
-        let hello =
-            match tokio::time::timeout(self.config.hello_timeout, self.read_hello(s, ws)).await {
-                Ok(Ok(h)) => h,
-                Ok(Err((code, reason))) => {
-                    close(ws, code, reason).await;
-                    return None;
+        frame: Frame,
+    ) -> Result<(), delivery::Error> {
+        match frame {
+            Frame::Control(msg) => s.machine.queue(msg),
+            data => {
+                if !self.send_frame(s, ws, &data).await {
+                    s.machine.close(Close::new(close_code::NORMAL, ""));
                 }
-                Err(_) => {
-                    close(ws, close_code::POLICY, "no hello within the time limit").await;
-                    return None;
-                }
-            };
-        if hello.agent_id != agent_id {
-            self.send_error(
-                s,
-                ws,
-                "unauthorized",
-                "hello agent_id differs from the authenticated agent",
-            )
-            .await;
-            close(ws, close_code::POLICY, "agent id mismatch").await;
-            return None;
+                Ok(())
+            }
         }
-        let Some(version) = negotiate(VersionRange::current(), hello.protocol) else {
-            let msg = format!(
-                "server speaks protocol {}..={}, agent {}..={}",
-                VersionRange::current().min,
-                VersionRange::current().max,
-                hello.protocol.min,
-                hello.protocol.max
-            );
-            self.send_error(s, ws, "unsupported_protocol", &msg).await;
-            close(ws, close_code::PROTOCOL, "unsupported protocol version").await;
-            return None;
+    }
+
+    fn on_heartbeat(&self, s: &Session) {
+        s.conn.last_seen_ms.store(self.now_ms(), Ordering::Relaxed);
+        self.metrics.heartbeats.inc();
+    }
+
+    /// Fulfils a request of the machine (everything but heartbeats).
+    async fn on_event(&self, s: &mut Session, event: ServerEvent) -> Result<(), delivery::Error> {
+        let agent = s.agent_id;
+        let stored = match event {
+            ServerEvent::Hello { hello, .. } => return self.decide_hello(s, hello).await,
+            ServerEvent::Fetch(fetch) => return self.fetch(s, fetch).await,
+            ServerEvent::Result(r) => return self.on_result(s, r).await,
+            ServerEvent::Resend { command_id } => return self.resend(s, command_id).await,
+            ServerEvent::Heartbeat(_) => {
+                self.on_heartbeat(s);
+                return Ok(());
+            }
+            ServerEvent::BadMessage => {
+                self.metrics.bad_messages.inc();
+                return Ok(());
+            }
+            ServerEvent::Started(c) => {
+                let at = i64::try_from(c.started_at_ms)
+                    .unwrap_or(i64::MAX)
+                    .min(self.now_ms());
+                self.store
+                    .command_started(agent, c.command_id, at)
+                    .await
+                    .map(drop)
+            }
+            ServerEvent::Output(o) => self
+                .store
+                .append_output(
+                    agent,
+                    o.command_id,
+                    o.stream,
+                    o.offset,
+                    &o.data,
+                    self.config.max_output_bytes,
+                )
+                .await
+                .map(drop),
+            ServerEvent::Inventory(inv) => {
+                let item = InventoryItem {
+                    agent_id: agent,
+                    plugin: inv.plugin,
+                    result: inv.result,
+                    error: inv.error.map(|e| clip(&e, 4096)),
+                    collected_at: i64::try_from(inv.collected_at_ms).unwrap_or(i64::MAX),
+                    received_at: self.now_ms(),
+                };
+                self.store.put_inventory(&item).await.map(drop)
+            }
         };
+        if let Err(e) = stored {
+            tracing::error!(error = %e, agent = %agent, "store failure on agent message");
+            s.machine.close(server_error());
+        }
+        Ok(())
+    }
+
+    /// Decides a `hello` with the store (machine identity, re-enrollment),
+    /// then registers and welcomes the agent, or refuses it.
+    async fn decide_hello(&self, s: &mut Session, hello: Hello) -> Result<(), delivery::Error> {
+        let agent_id = s.agent_id;
+        let now = self.now_ms();
         let record = AgentHello {
             agent_id,
             session_id: s.session_id,
@@ -601,9 +750,9 @@ impl Hub {
             }
             .to_owned(),
             machine_uid: clip(&hello.machine_uid, 255),
-            address: addr.to_string(),
-            now: now_ms(),
-            live_after: now_ms() - self.config.online_window_ms(),
+            address: s.addr.to_string(),
+            now,
+            live_after: now - self.config.online_window_ms(),
         };
         let replaced = match self.store.agent_connected(&record).await {
             Ok(HelloOutcome::Accepted { replaced }) => replaced,
@@ -617,15 +766,11 @@ impl Hub {
                     }),
                 )
                 .await;
-                self.send_error(
-                    s,
-                    ws,
+                return s.machine.refuse(
                     "machine_mismatch",
                     "this credential belongs to another machine; re-enroll this machine",
-                )
-                .await;
-                close(ws, close_code::POLICY, "machine identity mismatch").await;
-                return None;
+                    Close::new(close_code::POLICY, "machine identity mismatch"),
+                );
             }
             Ok(HelloOutcome::MachineInUse { by }) => {
                 tracing::warn!(agent = %agent_id, online = %by, "hello refused: its machine is online as another agent");
@@ -637,25 +782,19 @@ impl Hub {
                     }),
                 )
                 .await;
-                self.send_error(
-                    s,
-                    ws,
+                return s.machine.refuse(
                     "machine_in_use",
                     "another agent of this machine is online; retry once it has stopped",
-                )
-                .await;
-                close(
-                    ws,
-                    close_code::TRY_AGAIN_LATER,
-                    "machine online as another agent",
-                )
-                .await;
-                return None;
+                    Close::new(
+                        close_code::TRY_AGAIN_LATER,
+                        "machine online as another agent",
+                    ),
+                );
             }
             Err(e) => {
                 tracing::error!(error = %e, agent = %agent_id, "cannot record hello");
-                close(ws, 1011, "server error").await;
-                return None;
+                s.machine.close(server_error());
+                return Ok(());
             }
         };
         self.agents_changed();
@@ -684,28 +823,102 @@ impl Hub {
             prev.close.notify_one();
         }
         self.metrics.set_connected(self.connected());
-        let welcome = Message::Welcome(Welcome {
-            protocol: version,
-            agent_id,
-            heartbeat_interval_secs: self.heartbeat_secs(),
-            settings: AgentSettings {
-                max_output_bytes: self.config.max_output_bytes,
-                max_concurrent_commands: self.config.max_concurrent_commands,
-            },
-        });
-        let welcomed = self.send(s, ws, &welcome).await;
-        drop(slot);
-        let mut flow = match welcomed {
-            true => self.deliver(s, ws, true).await,
-            false => Flow::Close(close_code::NORMAL, "send failed"),
+        let offer = self.update_offer(&hello).await;
+        let settings = AgentSettings {
+            max_output_bytes: self.config.max_output_bytes,
+            max_concurrent_commands: self.config.max_concurrent_commands,
         };
-        if let Flow::Continue = flow
-            && let Some(offer) = self.update_offer(&hello).await
-            && !self.send(s, ws, &offer).await
-        {
-            flow = Flow::Close(close_code::NORMAL, "");
+        s.machine.welcome(self.clock.now(), settings, offer)
+    }
+
+    /// Fetches due work from the store for the machine: queued commands
+    /// (and after a (re)connect every non-final one), then cancel requests.
+    async fn fetch(&self, s: &mut Session, fetch: Fetch) -> Result<(), delivery::Error> {
+        let grace = ms(self.config.command_grace);
+        let due = self
+            .store
+            .deliverable_commands(s.agent_id, self.now_ms(), grace, fetch.include_inflight)
+            .await;
+        let (commands, cancels) = match due {
+            Ok(cmds) => {
+                let commands: Vec<RunCommand> = cmds.into_iter().map(run_command).collect();
+                let cancels = self
+                    .store
+                    .cancel_requests(s.agent_id)
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::error!(error = %e, "cannot fetch cancel requests");
+                        Vec::new()
+                    });
+                (commands, cancels)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot fetch deliverable commands");
+                (Vec::new(), Vec::new())
+            }
+        };
+        self.metrics.deliveries.inc_by(commands.len() as u64);
+        if s.machine.deliver(fetch, commands, cancels)? {
+            // A full batch: the rest after serving other input.
+            s.conn.kick.notify_one();
         }
-        Some(flow)
+        Ok(())
+    }
+
+    /// Stores a result; the machine acknowledges it or asks for a re-send.
+    async fn on_result(
+        &self,
+        s: &mut Session,
+        r: rmm_core::protocol::CommandResult,
+    ) -> Result<(), delivery::Error> {
+        let agent = s.agent_id;
+        match self.store.finish_command(agent, &r, self.now_ms()).await {
+            Ok(FinishOutcome::Stored) => {
+                self.metrics.results.inc();
+                s.machine.acknowledge(r.command_id)
+            }
+            Ok(FinishOutcome::AlreadyFinal | FinishOutcome::Unknown) => {
+                s.machine.acknowledge(r.command_id)
+            }
+            Ok(FinishOutcome::Incomplete {
+                stdout_len,
+                stderr_len,
+            }) => {
+                tracing::info!(
+                    agent = %agent, command = %r.command_id, stdout_len, stderr_len,
+                    want_stdout = r.stdout_bytes, want_stderr = r.stderr_bytes,
+                    "result before complete output; asking for a re-send"
+                );
+                s.machine.incomplete(r.command_id)
+            }
+            Err(e) => {
+                // Not acknowledged: the agent re-sends after reconnecting.
+                tracing::error!(error = %e, agent = %agent, "cannot store result");
+                s.machine.close(server_error());
+                Ok(())
+            }
+        }
+    }
+
+    /// Loads a command of this agent for a re-send.
+    async fn resend(&self, s: &mut Session, command_id: Uuid) -> Result<(), delivery::Error> {
+        match self.store.get_command(command_id).await {
+            Ok(Some(c)) if c.agent_id == s.agent_id => {
+                s.machine.resend(run_command(PendingCommand {
+                    id: c.id,
+                    command_type: c.command_type,
+                    command_text: c.command_text,
+                    context: c.context,
+                    timeout_secs: c.timeout_secs,
+                }))
+            }
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot load command for re-sync");
+                s.machine.close(server_error());
+                Ok(())
+            }
+        }
     }
 
     /// An `update_available` for an agent that runs an older build than
@@ -736,284 +949,6 @@ impl Hub {
         ))
     }
 
-    fn heartbeat_secs(&self) -> u32 {
-        u32::try_from(self.config.heartbeat_interval.as_secs().max(1)).unwrap_or(30)
-    }
-
-    async fn read_hello(
-        &self,
-        s: &mut Session,
-        ws: &mut WebSocket,
-    ) -> Result<rmm_core::protocol::Hello, (u16, &'static str)> {
-        loop {
-            let m = match ws.recv().await {
-                Some(Ok(m)) => m,
-                Some(Err(e)) if too_big(&e) => {
-                    return Err((close_code::TOO_BIG, "message too big"));
-                }
-                _ => return Err((close_code::NORMAL, "closed before hello")),
-            };
-            match m {
-                WsMessage::Binary(b) => match s.codec_in.decode_message(&b) {
-                    Ok(Frame::Control(Message::Hello(h))) => return Ok(h),
-                    Ok(_) => {
-                        self.send_error(s, ws, "bad_message", "the first message must be hello")
-                            .await;
-                        return Err((close_code::POLICY, "expected hello"));
-                    }
-                    Err(DecodeError::Json(e)) => {
-                        self.send_error(s, ws, "bad_message", &format!("invalid hello: {e}"))
-                            .await;
-                        return Err((close_code::POLICY, "invalid hello"));
-                    }
-                    Err(e) => return Err(frame_error_close(&e)),
-                },
-                WsMessage::Text(_) => {
-                    return Err((close_code::UNSUPPORTED, "text messages are not allowed"));
-                }
-                WsMessage::Close(_) => return Err((close_code::NORMAL, "closed before hello")),
-                WsMessage::Ping(_) | WsMessage::Pong(_) => {}
-            }
-        }
-    }
-
-    async fn on_ws_message(&self, s: &mut Session, ws: &mut WebSocket, m: WsMessage) -> Flow {
-        match m {
-            WsMessage::Binary(b) => match s.codec_in.decode_message(&b) {
-                // The bulk of agent traffic, answered in place.
-                Ok(Frame::Control(Message::Heartbeat(_))) => {
-                    self.on_heartbeat(s);
-                    Flow::Continue
-                }
-                // Boxed, like the handshake: the store calls and replies
-                // would otherwise size every idle connection's task.
-                Ok(Frame::Control(msg)) => Box::pin(self.on_message(s, ws, msg)).await,
-                // Tunnel data is not served by this hub yet; ignored.
-                Ok(Frame::Data { .. }) => Flow::Continue,
-                Err(DecodeError::Json(e)) => {
-                    self.metrics.bad_messages.inc();
-                    let text = format!("invalid control message: {e}");
-                    Box::pin(self.send_error(s, ws, "bad_message", &text)).await;
-                    Flow::Continue
-                }
-                Err(e) => {
-                    tracing::info!(agent = %s.agent_id, error = %e, "frame error, closing");
-                    let (code, reason) = frame_error_close(&e);
-                    Flow::Close(code, reason)
-                }
-            },
-            WsMessage::Text(_) => {
-                Flow::Close(close_code::UNSUPPORTED, "text messages are not allowed")
-            }
-            WsMessage::Close(_) => Flow::Close(close_code::NORMAL, ""),
-            WsMessage::Ping(_) | WsMessage::Pong(_) => Flow::Continue,
-        }
-    }
-
-    fn on_heartbeat(&self, s: &Session) {
-        s.conn.last_seen_ms.store(now_ms(), Ordering::Relaxed);
-        self.metrics.heartbeats.inc();
-    }
-
-    async fn on_message(&self, s: &mut Session, ws: &mut WebSocket, msg: Message) -> Flow {
-        let agent = s.agent_id;
-        let result = match msg {
-            Message::Heartbeat(_) => {
-                self.on_heartbeat(s);
-                return Flow::Continue;
-            }
-            Message::CommandStarted(c) => {
-                let at = i64::try_from(c.started_at_ms)
-                    .unwrap_or(i64::MAX)
-                    .min(now_ms());
-                self.store
-                    .command_started(agent, c.command_id, at)
-                    .await
-                    .map(|_| ())
-            }
-            Message::CommandOutput(o) => self
-                .store
-                .append_output(
-                    agent,
-                    o.command_id,
-                    o.stream,
-                    o.offset,
-                    &o.data,
-                    self.config.max_output_bytes,
-                )
-                .await
-                .map(|_| ()),
-            Message::CommandResult(r) => {
-                return match self.store.finish_command(agent, &r, now_ms()).await {
-                    Ok(FinishOutcome::Stored) => {
-                        self.metrics.results.inc();
-                        s.resyncs.remove(&r.command_id);
-                        self.ack(s, ws, r.command_id).await
-                    }
-                    Ok(FinishOutcome::AlreadyFinal | FinishOutcome::Unknown) => {
-                        self.ack(s, ws, r.command_id).await
-                    }
-                    Ok(FinishOutcome::Incomplete {
-                        stdout_len,
-                        stderr_len,
-                    }) => {
-                        tracing::info!(
-                            agent = %agent, command = %r.command_id, stdout_len, stderr_len,
-                            want_stdout = r.stdout_bytes, want_stderr = r.stderr_bytes,
-                            "result before complete output; asking for a re-send"
-                        );
-                        self.resync(s, ws, r.command_id).await
-                    }
-                    Err(e) => {
-                        // Not acknowledged: the agent re-sends after reconnecting.
-                        tracing::error!(error = %e, agent = %agent, "cannot store result");
-                        Flow::Close(1011, "server error")
-                    }
-                };
-            }
-            Message::Hello(_) => {
-                self.send_error(s, ws, "bad_message", "hello was already received")
-                    .await;
-                return Flow::Continue;
-            }
-            Message::Inventory(inv) => {
-                if !valid_plugin_name(&inv.plugin) {
-                    self.send_error(
-                        s,
-                        ws,
-                        "bad_message",
-                        "inventory plugin name must be 1-128 characters of [A-Za-z0-9._-]",
-                    )
-                    .await;
-                    return Flow::Continue;
-                }
-                let item = InventoryItem {
-                    agent_id: agent,
-                    plugin: inv.plugin,
-                    result: inv.result,
-                    error: inv.error.map(|e| clip(&e, 4096)),
-                    collected_at: i64::try_from(inv.collected_at_ms).unwrap_or(i64::MAX),
-                    received_at: now_ms(),
-                };
-                self.store.put_inventory(&item).await.map(|_| ())
-            }
-            Message::Unknown | Message::Error(_) => return Flow::Continue,
-            other => {
-                let text = format!("{} is not a message an agent sends", other.kind());
-                self.send_error(s, ws, "bad_message", &text).await;
-                return Flow::Continue;
-            }
-        };
-        match result {
-            Ok(()) => Flow::Continue,
-            Err(e) => {
-                tracing::error!(error = %e, agent = %agent, "store failure on agent message");
-                Flow::Close(1011, "server error")
-            }
-        }
-    }
-
-    async fn ack(&self, s: &mut Session, ws: &mut WebSocket, command_id: Uuid) -> Flow {
-        s.sent_cancels.remove(&command_id);
-        if self
-            .send(s, ws, &Message::CommandAck(CommandRef { command_id }))
-            .await
-        {
-            Flow::Continue
-        } else {
-            Flow::Close(close_code::NORMAL, "")
-        }
-    }
-
-    async fn resync(&self, s: &mut Session, ws: &mut WebSocket, command_id: Uuid) -> Flow {
-        let n = s.resyncs.entry(command_id).or_insert(0);
-        *n += 1;
-        if *n > MAX_RESYNCS {
-            return Flow::Close(
-                close_code::POLICY,
-                "output never completed; reconnect and re-send",
-            );
-        }
-        match self.store.get_command(command_id).await {
-            Ok(Some(c)) if c.agent_id == s.agent_id => {
-                let msg = Message::RunCommand(RunCommand {
-                    command_id: c.id,
-                    command_type: c.command_type,
-                    command: c.command_text,
-                    context: c.context,
-                    timeout_secs: c.timeout_secs,
-                });
-                if self.send(s, ws, &msg).await {
-                    Flow::Continue
-                } else {
-                    Flow::Close(close_code::NORMAL, "")
-                }
-            }
-            Ok(_) => Flow::Continue,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot load command for re-sync");
-                Flow::Close(1011, "server error")
-            }
-        }
-    }
-
-    /// Sends due work: queued commands (and after a (re)connect every
-    /// non-final one), then pending cancellations.
-    async fn deliver(&self, s: &mut Session, ws: &mut WebSocket, include_inflight: bool) -> Flow {
-        let grace = ms(self.config.command_grace);
-        let cmds = match self
-            .store
-            .deliverable_commands(s.agent_id, now_ms(), grace, include_inflight)
-            .await
-        {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot fetch deliverable commands");
-                return Flow::Continue;
-            }
-        };
-        let full_batch = cmds.len() >= 64;
-        for c in cmds {
-            let msg = Message::RunCommand(RunCommand {
-                command_id: c.id,
-                command_type: c.command_type,
-                command: c.command_text,
-                context: c.context,
-                timeout_secs: c.timeout_secs,
-            });
-            if !self.send(s, ws, &msg).await {
-                return Flow::Close(close_code::NORMAL, "");
-            }
-            self.metrics.deliveries.inc();
-        }
-        if full_batch {
-            s.conn.kick.notify_one();
-        }
-        let cancels = match self.store.cancel_requests(s.agent_id).await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot fetch cancel requests");
-                return Flow::Continue;
-            }
-        };
-        for id in cancels {
-            if include_inflight || !s.sent_cancels.contains(&id) {
-                s.sent_cancels.insert(id);
-                if !self
-                    .send(
-                        s,
-                        ws,
-                        &Message::CancelCommand(CommandRef { command_id: id }),
-                    )
-                    .await
-                {
-                    return Flow::Close(close_code::NORMAL, "");
-                }
-            }
-        }
-        Flow::Continue
-    }
-
     /// Audits a refused `hello` (authenticated agent, claimed identity).
     async fn audit_hello_refused(&self, h: &AgentHello, why: &str, extra: serde_json::Value) {
         let mut detail = serde_json::json!({
@@ -1037,42 +972,66 @@ impl Hub {
         }
     }
 
-    async fn send_error(&self, s: &mut Session, ws: &mut WebSocket, code: &str, message: &str) {
-        let msg = Message::Error(ProtocolError {
-            code: code.to_owned(),
-            message: message.to_owned(),
-        });
-        self.send(s, ws, &msg).await;
-    }
-
-    /// Encodes and sends one control message; false when the socket failed
-    /// or did not accept the message within the send timeout.
-    async fn send(&self, s: &mut Session, ws: &mut WebSocket, msg: &Message) -> bool {
+    /// Encodes and sends one frame; false when the socket failed or did not
+    /// accept the frame within the send timeout.
+    async fn send_frame(&self, s: &Session, ws: &mut WebSocket, frame: &Frame) -> bool {
         let mut buf = bytes::BytesMut::new();
-        let bytes = match s.codec_out.encode_control(msg, &mut buf) {
+        let bytes = match s.codec_out.encode(frame, &mut buf) {
             Ok(()) => buf.freeze(),
             Err(e) => {
-                tracing::error!(error = %e, kind = msg.kind(), "cannot encode message");
+                let kind = match frame {
+                    Frame::Control(msg) => msg.kind(),
+                    Frame::Data { .. } => "data",
+                };
+                tracing::error!(error = %e, kind, "cannot encode message");
                 return true;
             }
         };
-        matches!(
-            tokio::time::timeout(self.config.send_timeout, ws.send(WsMessage::Binary(bytes))).await,
-            Ok(Ok(()))
-        )
+        self.within(self.config.send_timeout, ws.send(WsMessage::Binary(bytes)))
+            .await
+            .is_some_and(|r| r.is_ok())
     }
 }
 
-async fn close(ws: &mut WebSocket, code: u16, reason: &'static str) {
-    let frame = CloseFrame {
-        code,
-        reason: reason.into(),
-    };
-    let _ = tokio::time::timeout(
-        Duration::from_secs(2),
-        ws.send(WsMessage::Close(Some(frame))),
-    )
-    .await;
+/// A driver bug the machine refused (see [`delivery::Error`]): logged, and
+/// the connection closed so the agent reconnects into a fresh one.
+fn machine_error(s: &mut Session, e: &delivery::Error) {
+    tracing::error!(agent = %s.agent_id, error = %e, "delivery machine refused an operation");
+    s.machine.close(server_error());
+}
+
+fn server_error() -> Close {
+    Close::new(close_code::SERVER_ERROR, "server error")
+}
+
+fn run_command(c: PendingCommand) -> RunCommand {
+    RunCommand {
+        command_id: c.id,
+        command_type: c.command_type,
+        command: c.command_text,
+        context: c.context,
+        timeout_secs: c.timeout_secs,
+    }
+}
+
+/// A periodic timer on the hub's clock, like tokio's interval with
+/// `MissedTickBehavior::Delay`: the first tick at once, each next one a
+/// period after the previous one fired. Cancel-safe.
+struct Ticker {
+    next: Instant,
+    period: Duration,
+}
+
+impl Ticker {
+    fn new(now: Instant, period: Duration) -> Self {
+        Ticker { next: now, period }
+    }
+
+    async fn tick(&mut self, clock: &dyn ServerClock) {
+        clock.sleep_until(self.next).await;
+        let now = clock.now();
+        self.next = now.checked_add(self.period).unwrap_or(now);
+    }
 }
 
 fn clip(s: &str, max: usize) -> String {
@@ -1086,14 +1045,6 @@ fn clip(s: &str, max: usize) -> String {
     s[..end].to_owned()
 }
 
-fn valid_plugin_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 128
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
-
 /// Whether a socket error is a message over the WebSocket size limit.
 fn too_big(e: &axum::Error) -> bool {
     use tokio_tungstenite::tungstenite::Error as WsError;
@@ -1105,16 +1056,6 @@ fn too_big(e: &axum::Error) -> bool {
         source = err.source();
     }
     false
-}
-
-/// The close code and reason for a frame the codec refused.
-fn frame_error_close(e: &DecodeError) -> (u16, &'static str) {
-    match e {
-        DecodeError::ControlTooLarge { .. } | DecodeError::DataTooLarge { .. } => {
-            (close_code::TOO_BIG, "message too big")
-        }
-        _ => (close_code::PROTOCOL, "invalid frame"),
-    }
 }
 
 fn ms(d: Duration) -> i64 {

@@ -50,18 +50,12 @@ pub use config::Config;
 pub use error::{ApiError, ServerError};
 
 use crate::auth::{JwtKeys, LoginThrottle, hash_password, random_token};
-use crate::clock::{Clock, ServerClock};
+use crate::clock::ServerClock;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::service::Actor;
 use crate::service::releases::ReleaseCatalog;
 use crate::store::{Role, Store, StoreError};
-
-/// Wall-clock now, unix milliseconds, from a fresh [`clock::ServerClock`].
-/// Only the hub still calls this; everything else reads [`App::clock`].
-pub fn now_ms() -> i64 {
-    clock::unix_ms_i64(&clock::ServerClock::new())
-}
 
 /// An argon2id hash of a random password, verified against when the login
 /// e-mail is unknown so both paths cost the same.
@@ -94,8 +88,9 @@ pub struct App {
     pub agent_list: api::AgentListCache,
     /// The verified release catalog (shared with the hub).
     pub releases: Arc<ReleaseCatalog>,
-    /// The clock: every timestamp and expiry of the server is read here.
-    pub clock: Arc<dyn Clock>,
+    /// The clock ([`Config::clock`]): every timestamp and expiry of the
+    /// server is read here.
+    pub clock: Arc<dyn ServerClock>,
     /// The served certificate, when serving HTTPS.
     pub tls: Option<Arc<tls::TlsState>>,
 }
@@ -138,7 +133,7 @@ impl Deref for AppState {
 impl App {
     /// Now, unix milliseconds, from [`App::clock`].
     pub fn now_ms(&self) -> i64 {
-        clock::unix_ms_i64(&*self.clock)
+        clock::unix_ms(&*self.clock)
     }
 
     /// The certificate pin written into enrollment bundles: the served
@@ -216,7 +211,6 @@ pub async fn open_state(
     config: Config,
     public_url: String,
     shutdown: watch::Receiver<bool>,
-    clock: Arc<dyn Clock>,
 ) -> Result<AppState, ServerError> {
     if let Some(pin) = &config.server_cert_sha256
         && pin != "auto"
@@ -291,8 +285,8 @@ pub async fn open_state(
         agent_list: api::AgentListCache::default(),
         releases,
         tls,
+        clock: config.clock.clone(),
         config,
-        clock,
     }));
     if let Some((email, password)) = state.config.admin.clone() {
         ensure_first_admin(&state, &email, &password).await?;
@@ -350,15 +344,6 @@ impl Server {
     /// Binds the listen address, opens and migrates the store, creates the
     /// first admin if configured.
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
-        Self::bind_with_clock(config, Arc::new(ServerClock::new())).await
-    }
-
-    /// [`Server::bind`] with the clock passed in (tests drive time with a
-    /// [`ServerClock`] under `tokio::time::pause`).
-    pub async fn bind_with_clock(
-        config: Config,
-        clock: Arc<dyn Clock>,
-    ) -> Result<Server, ServerError> {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|e| ServerError::io(format!("cannot listen on {}", config.listen), e))?;
@@ -393,7 +378,7 @@ impl Server {
             tracing::warn!(%public_url, "serving plain HTTP to the network (--insecure-http): credentials cross it in clear text");
         }
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let state = open_state(config, public_url, shutdown_rx, clock).await?;
+        let state = open_state(config, public_url, shutdown_rx).await?;
         Ok(Server {
             listener,
             addr,
@@ -621,17 +606,7 @@ impl ServerHandle {
 /// Binds and runs a server in a background task; returns once it is
 /// listening.
 pub async fn spawn(config: Config) -> Result<ServerHandle, ServerError> {
-    spawn_with_clock(config, Arc::new(ServerClock::new())).await
-}
-
-/// [`spawn`] with the clock passed in: a test holding a manual clock moves
-/// the server's time (token and enrollment expiry, online windows,
-/// command deadlines) without sleeping.
-pub async fn spawn_with_clock(
-    config: Config,
-    clock: Arc<dyn Clock>,
-) -> Result<ServerHandle, ServerError> {
-    let server = Server::bind_with_clock(config, clock).await?;
+    let server = Server::bind(config).await?;
     let addr = server.local_addr();
     let state = server.state().clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

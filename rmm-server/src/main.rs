@@ -4,7 +4,6 @@ use std::io::Read;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -73,7 +72,7 @@ enum Cmd {
         #[arg(long, env = "RMM_MAX_OUTPUT_BYTES", default_value_t = 16 * 1024 * 1024)]
         max_output_bytes: u64,
         /// Agent heartbeat interval in seconds (offline after 3 missed).
-        #[arg(long, env = "RMM_HEARTBEAT_SECS", default_value_t = 30)]
+        #[arg(long, env = "RMM_HEARTBEAT_SECS", default_value_t = u64::from(rmm_core::delivery::HEARTBEAT_SECS))]
         heartbeat_secs: u64,
         /// Seconds after timeout_secs before the server marks a command timeout.
         #[arg(long, env = "RMM_COMMAND_GRACE_SECS", default_value_t = 30)]
@@ -183,8 +182,7 @@ fn store_config(store: &StoreArgs) -> Config {
 
 async fn offline_state(config: Config, public_url: String) -> anyhow::Result<rmm_server::AppState> {
     let (_tx, rx) = tokio::sync::watch::channel(false);
-    let clock = Arc::new(rmm_server::clock::ServerClock::new());
-    Ok(rmm_server::open_state(config, public_url, rx, clock).await?)
+    Ok(rmm_server::open_state(config, public_url, rx).await?)
 }
 
 async fn shutdown_signal() {

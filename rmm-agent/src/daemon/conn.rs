@@ -1,17 +1,21 @@
 //! The WebSocket: connecting with the agent credential, the hello/welcome
-//! exchange, and one connection's message loop.
+//! exchange, and one connection's message loop, both thin drivers of the
+//! conversation's sans-IO machine ([`AgentDelivery`]).
+//!
+//! Monotonic time is tokio's (`tokio::time::pause` drives it); wall time
+//! comes from [`SystemClock`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
+use rmm_core::delivery::{AgentDelivery, AgentEnd, AgentEvent};
 use rmm_core::io::Clock;
 
 use crate::clock::SystemClock;
 use rmm_core::protocol::{
-    Codec, CommandOutcome, CommandResult, DecodeError, Frame, Heartbeat, Hello, Limits, Message,
-    ProtocolError, TunnelError, TunnelErrorCode, Welcome,
+    Codec, CommandOutcome, CommandResult, DecodeError, Frame, Hello, Limits, Message, Welcome,
 };
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -163,18 +167,35 @@ pub fn retry_after(headers: &tungstenite::http::HeaderMap) -> Duration {
         .min(MAX_RETRY_AFTER)
 }
 
-fn encode(codec: &Codec, msg: &Message) -> Result<WsMessage, ConnError> {
-    let bytes = codec
-        .encode_to_vec(&Frame::Control(msg.clone()))
-        .map_err(|e| ConnError::Protocol(format!("cannot encode {}: {e}", msg.kind())))?;
+fn encode(codec: &Codec, frame: &Frame) -> Result<WsMessage, ConnError> {
+    let bytes = codec.encode_to_vec(frame).map_err(|e| {
+        let kind = match frame {
+            Frame::Control(msg) => msg.kind(),
+            Frame::Data { .. } => "data",
+        };
+        ConnError::Protocol(format!("cannot encode {kind}: {e}"))
+    })?;
     Ok(WsMessage::Binary(bytes.into()))
+}
+
+/// The agent's monotonic time: tokio's clock.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// Completes at `deadline` of tokio's clock; never without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// What a received WebSocket message turned into.
 enum Incoming {
-    Msg(Message),
-    /// A control body that did not decode: answer `bad_message`, go on.
-    BadMessage(String),
+    Frame(Frame),
+    /// A frame the codec refused (the machine decides).
+    Undecodable(DecodeError),
     Skip,
     End(ConnError),
 }
@@ -184,10 +205,8 @@ fn classify(codec: &Codec, m: Option<Result<WsMessage, tungstenite::Error>>) -> 
         None => Incoming::End(ConnError::Closed("the server closed the connection".into())),
         Some(Err(e)) => Incoming::End(ConnError::Closed(e.to_string())),
         Some(Ok(WsMessage::Binary(b))) => match codec.decode_message(&b) {
-            Ok(Frame::Control(m)) => Incoming::Msg(m),
-            Ok(Frame::Data { .. }) => Incoming::Skip,
-            Err(DecodeError::Json(e)) => Incoming::BadMessage(e.to_string()),
-            Err(e) => Incoming::End(ConnError::Protocol(e.to_string())),
+            Ok(frame) => Incoming::Frame(frame),
+            Err(e) => Incoming::Undecodable(e),
         },
         Some(Ok(WsMessage::Text(_))) => {
             Incoming::End(ConnError::Protocol("text message received".into()))
@@ -200,34 +219,58 @@ fn classify(codec: &Codec, m: Option<Result<WsMessage, tungstenite::Error>>) -> 
     }
 }
 
-/// Sends hello and waits for welcome.
+/// Feeds what the socket brought to the machine; the connection's end
+/// when the socket ended or the machine did.
+fn feed(machine: &mut AgentDelivery, incoming: Incoming) -> Result<(), ConnError> {
+    match incoming {
+        Incoming::Frame(frame) => machine.handle_frame(now(), frame),
+        Incoming::Undecodable(e) => machine.handle_undecodable(now(), &e),
+        Incoming::Skip => {}
+        Incoming::End(e) => return Err(e),
+    }
+    ended(machine)
+}
+
+/// The machine's end as the connection's error.
+fn ended(machine: &AgentDelivery) -> Result<(), ConnError> {
+    match machine.end() {
+        None => Ok(()),
+        Some(AgentEnd::Refused(e)) => Err(ConnError::Refused {
+            code: e.code.clone(),
+            message: e.message.clone(),
+        }),
+        Some(AgentEnd::NoWelcome(d)) => Err(ConnError::NoWelcome(*d)),
+        Some(AgentEnd::BadFrame(e)) => Err(ConnError::Protocol(e.clone())),
+    }
+}
+
+/// Sends hello and waits for welcome; returns it with the conversation's
+/// machine, to [`serve`] the connection with.
 pub async fn handshake(
     ws: &mut Ws,
     codec: &Codec,
     hello: &Hello,
     timeout: Duration,
-) -> Result<Welcome, ConnError> {
-    ws.send(encode(codec, &Message::Hello(hello.clone()))?)
-        .await
-        .map_err(|e| ConnError::Closed(e.to_string()))?;
-    let wait = async {
-        loop {
-            match classify(codec, ws.next().await) {
-                Incoming::Msg(Message::Welcome(w)) => return Ok(w),
-                Incoming::Msg(Message::Error(e)) => {
-                    return Err(ConnError::Refused {
-                        code: e.code,
-                        message: e.message,
-                    });
-                }
-                Incoming::End(e) => return Err(e),
-                _ => {}
+) -> Result<(Welcome, AgentDelivery), ConnError> {
+    let mut machine = AgentDelivery::new(now(), hello.clone(), timeout);
+    loop {
+        while let Some(m) = machine.poll_transmit() {
+            ws.send(encode(codec, &Frame::Control(m))?)
+                .await
+                .map_err(|e| ConnError::Closed(e.to_string()))?;
+        }
+        if let Some(AgentEvent::Welcomed(w)) = machine.poll_event() {
+            return Ok((w, machine));
+        }
+        ended(&machine)?;
+        tokio::select! {
+            m = ws.next() => feed(&mut machine, classify(codec, m))?,
+            () = sleep_until(machine.poll_timeout()) => {
+                machine.handle_timeout(now());
+                ended(&machine)?;
             }
         }
-    };
-    tokio::time::timeout(timeout, wait)
-        .await
-        .map_err(|_| ConnError::NoWelcome(timeout))?
+    }
 }
 
 /// The shared parts a connection works with.
@@ -242,20 +285,23 @@ pub struct Parts<'a> {
     pub outbox_changed: &'a tokio::sync::Notify,
 }
 
-/// Runs one welcomed connection until it drops or `shutdown` resolves
-/// (then `Ok(())`).
+/// Runs one welcomed connection (`machine` from [`handshake`]) until it
+/// drops or `shutdown` resolves (then `Ok(())`).
 pub async fn serve(
     ws: Ws,
     codec: Codec,
-    welcome: &Welcome,
+    mut machine: AgentDelivery,
     parts: Parts<'_>,
     shutdown: &mut (impl std::future::Future<Output = ()> + Unpin),
 ) -> Result<(), ConnError> {
     let (mut sink, mut stream) = ws.split();
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Message>(32);
+    // The outbound queue carries frames: the machine's messages, results
+    // and output from the store, and (once a tunnel is hosted here) its
+    // data frames.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Frame>(32);
     let writer = tokio::spawn(async move {
-        while let Some(m) = rx.recv().await {
-            let ws_msg = encode(&codec, &m)?;
+        while let Some(frame) = rx.recv().await {
+            let ws_msg = encode(&codec, &frame)?;
             sink.send(ws_msg)
                 .await
                 .map_err(|e| ConnError::Closed(e.to_string()))?;
@@ -267,12 +313,17 @@ pub async fn serve(
     let mut outbox = Outbox::default();
     let mut plugin_sent: HashMap<String, u64> = HashMap::new();
     let mut next: Option<Message> = None;
-    let period = Duration::from_secs(u64::from(welcome.heartbeat_interval_secs.max(1)));
-    let mut heartbeat = tokio::time::interval(period);
-    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut seq = 0u64;
 
     loop {
+        // What the machine asks: act on its events, send its messages.
+        while let Some(event) = machine.poll_event() {
+            if let Some(reply) = handle(event, &parts, &mut outbox, &mut machine)? {
+                tx.send(Frame::Control(reply)).await.map_err(closed)?;
+            }
+        }
+        while let Some(m) = machine.poll_transmit() {
+            tx.send(Frame::Control(m)).await.map_err(closed)?;
+        }
         if next.is_none() {
             next = outbox
                 .next(parts.store)
@@ -280,6 +331,10 @@ pub async fn serve(
                 .or_else(|| parts.plugins.next_unsent(&mut plugin_sent));
         }
         let changed = parts.outbox_changed.notified();
+        // The one timer (the heartbeat). A tunnel hosted on this
+        // connection joins here: the earlier of its `poll_timeout()` and
+        // the machine's, and both get `handle_timeout` when it fires.
+        let timer = sleep_until(machine.poll_timeout());
         tokio::select! {
             biased;
             _ = &mut *shutdown => break,
@@ -289,29 +344,12 @@ pub async fn serve(
                     _ => ConnError::Closed("writer stopped".into()),
                 });
             }
-            m = stream.next() => match classify(&codec, m) {
-                Incoming::Msg(m) => {
-                    if let Some(reply) = handle(m, &parts, &mut outbox)? {
-                        tx.send(reply).await.map_err(closed)?;
-                    }
-                }
-                Incoming::BadMessage(e) => {
-                    tracing::warn!("undecodable message from the server: {e}");
-                    let reply = Message::Error(ProtocolError { code: "bad_message".into(), message: e });
-                    tx.send(reply).await.map_err(closed)?;
-                }
-                Incoming::Skip => {}
-                Incoming::End(e) => return Err(e),
-            },
-            _ = heartbeat.tick() => {
-                seq += 1;
-                let hb = Message::Heartbeat(Heartbeat { seq, running: parts.exec.running() });
-                tx.send(hb).await.map_err(closed)?;
-            }
+            m = stream.next() => feed(&mut machine, classify(&codec, m))?,
+            () = timer => machine.handle_timeout(now()),
             permit = tx.reserve(), if next.is_some() => {
                 let permit = permit.map_err(closed)?;
                 if let Some(m) = next.take() {
-                    permit.send(m);
+                    permit.send(Frame::Control(m));
                 }
             }
             _ = changed, if next.is_none() => {}
@@ -335,15 +373,16 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
-/// Handles one message from the server; returns a direct reply, if any.
+/// Acts on one event of the machine; returns a direct reply, if any.
 fn handle(
-    m: Message,
+    event: AgentEvent,
     parts: &Parts<'_>,
     outbox: &mut Outbox,
+    machine: &mut AgentDelivery,
 ) -> Result<Option<Message>, ConnError> {
     let local = |e: std::io::Error| ConnError::Local(e.to_string());
-    match m {
-        Message::RunCommand(rc) => {
+    match event {
+        AgentEvent::Run(rc) => {
             let id = rc.command_id;
             // The store first: a command whose result is recorded is
             // answered even while its task is still winding down (it stays
@@ -371,8 +410,7 @@ fn handle(
                 }
             }
         }
-        Message::CancelCommand(c) => {
-            let id = c.command_id;
+        AgentEvent::Cancel { command_id: id } => {
             if !parts.exec.cancel(id) {
                 match parts.store.lookup(id) {
                     Lookup::Unknown => {
@@ -398,27 +436,26 @@ fn handle(
                 }
             }
         }
-        Message::CommandAck(c) => {
-            parts.store.ack(c.command_id).map_err(local)?;
+        AgentEvent::Ack { command_id } => {
+            parts.store.ack(command_id).map_err(local)?;
         }
-        Message::Welcome(w) => parts.exec.apply(&w.settings),
-        Message::TunnelOpen(t) => {
-            return Ok(Some(Message::TunnelError(TunnelError {
-                session_id: t.session_id,
-                code: TunnelErrorCode::Protocol,
-                message: "tunnels are not supported by this agent build".into(),
-            })));
-        }
-        Message::UpdateAvailable(u) => {
+        AgentEvent::HeartbeatDue => machine
+            .heartbeat(parts.exec.running())
+            .map_err(|e| ConnError::Local(e.to_string()))?,
+        AgentEvent::Welcomed(w) => parts.exec.apply(&w.settings),
+        AgentEvent::Settings(s) => parts.exec.apply(&s),
+        AgentEvent::UpdateAvailable(u) => {
             tracing::info!(version = %u.version, channel = %u.channel, "update available (self-update is not implemented in this build)");
         }
-        Message::Error(e) => tracing::warn!(code = %e.code, "server error: {}", e.message),
-        Message::Unknown => tracing::debug!("ignored a message kind this build does not know"),
-        other => {
-            tracing::debug!(
-                kind = other.kind(),
-                "ignored a message not meant for the agent"
-            );
+        AgentEvent::ServerError(e) => {
+            tracing::warn!(code = %e.code, "server error: {}", e.message);
+        }
+        AgentEvent::BadMessage(e) => tracing::warn!("undecodable message from the server: {e}"),
+        AgentEvent::Ignored { kind: "unknown" } => {
+            tracing::debug!("ignored a message kind this build does not know");
+        }
+        AgentEvent::Ignored { kind } => {
+            tracing::debug!(kind, "ignored a message not meant for the agent");
         }
     }
     Ok(None)
@@ -432,5 +469,55 @@ mod tests {
     fn ws_urls() {
         assert_eq!(ws_url("http://h:1"), "ws://h:1/api/v1/agent/ws");
         assert_eq!(ws_url("https://h/base/"), "wss://h/base/api/v1/agent/ws");
+    }
+
+    /// A server that reads the hello and says nothing: the handshake gives
+    /// up at the welcome deadline, in tokio's (paused, driven) time.
+    #[tokio::test(start_paused = true)]
+    async fn no_welcome_within_the_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (done, hold) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let (sock, _) = listener.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(sock).await.unwrap();
+            let first = ws.next().await;
+            let _ = hold.await;
+            first
+        });
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let (mut ws, _) =
+            tokio_tungstenite::client_async(format!("ws://{addr}/"), MaybeTlsStream::Plain(tcp))
+                .await
+                .unwrap();
+        let codec = Codec::new(limits(rmm_core::delivery::AGENT_MAX_CONTROL));
+        let hello = Hello {
+            protocol: rmm_core::protocol::VersionRange::current(),
+            agent_id: uuid::Uuid::from_u128(1),
+            agent_version: "0.1.0".into(),
+            os: "linux".into(),
+            arch: "x86_64".into(),
+            hostname: "h".into(),
+            machine_uid: "m".into(),
+            channel: "stable".into(),
+        };
+        let t0 = tokio::time::Instant::now();
+        let err = handshake(&mut ws, &codec, &hello, Duration::from_secs(30))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, ConnError::NoWelcome(d) if d == Duration::from_secs(30)),
+            "{err}"
+        );
+        assert!(t0.elapsed() >= Duration::from_secs(30));
+        let _ = done.send(());
+        let first = server.await.unwrap();
+        let Some(Ok(WsMessage::Binary(b))) = first else {
+            panic!("expected the hello, got {first:?}");
+        };
+        assert_eq!(
+            codec.decode_message(&b).unwrap(),
+            Frame::Control(Message::Hello(hello))
+        );
     }
 }

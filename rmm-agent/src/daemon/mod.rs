@@ -129,7 +129,7 @@ impl AgentOptions {
             machine_id: None,
             runner: RunnerConfig::default(),
             plugins: PluginOptions::default(),
-            max_control_bytes: 32 * 1024 * 1024,
+            max_control_bytes: rmm_core::delivery::AGENT_MAX_CONTROL,
             finished_capacity: crate::store::DEFAULT_CAPACITY,
             connect_timeout: Duration::from_secs(30),
             insecure_http: false,
@@ -299,10 +299,10 @@ impl Agent {
         let timeout = self.opts.connect_timeout;
         let connect = async {
             let (mut ws, _) = conn::connect(&self.identity, codec.limits, timeout).await?;
-            let welcome = conn::handshake(&mut ws, codec, &self.hello, timeout).await?;
-            Ok::<_, ConnError>((ws, welcome))
+            let (welcome, machine) = conn::handshake(&mut ws, codec, &self.hello, timeout).await?;
+            Ok::<_, ConnError>((ws, welcome, machine))
         };
-        let (ws, welcome) = tokio::select! {
+        let (ws, welcome, machine) = tokio::select! {
             r = connect => r.map_err(|e| (e, None))?,
             _ = &mut *shutdown => return Ok(()),
         };
@@ -320,7 +320,7 @@ impl Agent {
             plugins: &self.plugins,
             outbox_changed: &self.outbox_changed,
         };
-        conn::serve(ws, *codec, &welcome, parts, shutdown)
+        conn::serve(ws, *codec, machine, parts, shutdown)
             .await
             .map_err(|e| (e, Some(welcomed)))
     }

@@ -321,7 +321,7 @@ impl Fleet {
                 msg = ws.next() => match msg {
                     Some(Ok(WsMessage::Binary(b))) => {
                         if let Ok(Frame::Control(Message::RunCommand(r))) = codec.decode_message(&b) {
-                            let now = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
+                            let now = rmm_core::io::Clock::unix_ms(&rmm_server::clock::TokioClock);
                             let output = ws.feed(send(Message::CommandOutput(CommandOutput {
                                 command_id: r.command_id, stream: OutputStream::Stdout, offset: 0, data: "ok\n".into(),
                             }))).await;

@@ -322,7 +322,7 @@ async fn bad_credentials_are_401() {
         )
         .unwrap()
     };
-    let now = chrono::Utc::now().timestamp();
+    let now = i64::try_from(crate::common::wall_ms() / 1000).unwrap();
     let expired = jwt(
         json!({"sub": claims["sub"], "email": ADMIN.0, "role": "admin", "iat": now - 90_000, "exp": now - 3600}),
         JWT_SECRET,
@@ -1264,7 +1264,7 @@ async fn overlong_tokens_are_refused() {
         .as_str()
         .unwrap()
         .to_owned();
-    let now = chrono::Utc::now().timestamp();
+    let now = i64::try_from(crate::common::wall_ms() / 1000).unwrap();
     let forge = |iat: i64, exp: i64| {
         jsonwebtoken::encode(
             &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),

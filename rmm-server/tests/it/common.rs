@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use rmm_core::protocol::{Codec, Frame, Hello, Limits, Message, VersionRange, Welcome};
+use rmm_server::clock::{ServerClock, Sleep};
 use rmm_server::store::Store;
 use rmm_server::{Config, ServerHandle};
 use serde_json::{Value, json};
@@ -43,6 +44,12 @@ pub fn http_client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// The wall clock now, unix milliseconds (the server's real clock; tests
+/// that talk to a server on real time compare against it).
+pub fn wall_ms() -> u64 {
+    rmm_core::io::Clock::unix_ms(&rmm_server::clock::TokioClock)
+}
+
 pub struct TestServer {
     pub handle: ServerHandle,
     pub http: reqwest::Client,
@@ -54,19 +61,23 @@ impl TestServer {
         Self::start_with(|_| {}).await
     }
 
-    pub async fn start_with(f: impl FnOnce(&mut Config)) -> TestServer {
-        Self::start_with_clock(f, Arc::new(rmm_server::clock::ServerClock::new())).await
+    /// A server whose hub runs on a [`DrivenClock`] (the clock returned).
+    pub async fn start_driven(f: impl FnOnce(&mut Config)) -> (TestServer, DrivenClock) {
+        let clock = DrivenClock::new();
+        let hub_clock = clock.clone();
+        let srv = Self::start_with(move |c| {
+            c.clock = Arc::new(hub_clock);
+            f(c);
+        })
+        .await;
+        (srv, clock)
     }
 
-    /// A server whose time is `clock` (a `ManualClock` the test moves).
-    pub async fn start_with_clock(
-        f: impl FnOnce(&mut Config),
-        clock: Arc<dyn rmm_server::clock::Clock>,
-    ) -> TestServer {
+    pub async fn start_with(f: impl FnOnce(&mut Config)) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let mut config = test_config(&dir);
         f(&mut config);
-        let handle = rmm_server::spawn_with_clock(config, clock).await.unwrap();
+        let handle = rmm_server::spawn(config).await.unwrap();
         TestServer {
             handle,
             http: http_client(),
@@ -208,6 +219,93 @@ impl TestServer {
             "command {id} never reached the expected state: {}",
             self.command(token, id).await
         );
+    }
+}
+
+/// A hub clock ([`Config::clock`]) that moves only when the test advances
+/// it: the hub's timers (the hello deadline, liveness probes, send
+/// timeouts, the background loops) fire in driven time, while sockets, the
+/// database and the HTTP API run in real time.
+#[derive(Debug, Clone)]
+pub struct DrivenClock {
+    origin: std::time::Instant,
+    origin_ms: u64,
+    now: Arc<tokio::sync::watch::Sender<std::time::Instant>>,
+}
+
+impl DrivenClock {
+    /// A clock at the real time of its creation.
+    pub fn new() -> Self {
+        let origin = std::time::Instant::now();
+        let origin_ms = rmm_core::io::Clock::unix_ms(&rmm_server::clock::TokioClock);
+        DrivenClock {
+            origin,
+            origin_ms,
+            now: Arc::new(tokio::sync::watch::channel(origin).0),
+        }
+    }
+
+    /// Moves time forward; the hub's timers due by then fire.
+    pub fn advance(&self, by: Duration) {
+        self.now.send_modify(|t| *t += by);
+    }
+
+    /// Now, to measure driven time from with [`DrivenInstant::elapsed`].
+    pub fn instant(&self) -> DrivenInstant {
+        DrivenInstant {
+            clock: self.clone(),
+            at: rmm_core::io::Clock::now(self),
+        }
+    }
+}
+
+impl rmm_core::io::Clock for DrivenClock {
+    fn now(&self) -> std::time::Instant {
+        *self.now.borrow()
+    }
+
+    fn unix_ms(&self) -> u64 {
+        let since = rmm_core::io::Clock::now(self) - self.origin;
+        self.origin_ms + u64::try_from(since.as_millis()).unwrap()
+    }
+}
+
+impl ServerClock for DrivenClock {
+    fn sleep_until(&self, deadline: std::time::Instant) -> Sleep {
+        let mut now = self.now.subscribe();
+        Box::pin(async move {
+            while *now.borrow_and_update() < deadline {
+                if now.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        })
+    }
+}
+
+/// An instant of a [`DrivenClock`].
+pub struct DrivenInstant {
+    clock: DrivenClock,
+    at: std::time::Instant,
+}
+
+impl DrivenInstant {
+    /// Driven time since this instant.
+    pub fn elapsed(&self) -> Duration {
+        rmm_core::io::Clock::now(&self.clock) - self.at
+    }
+}
+
+/// Waits (at most 10 s) until `cond` holds: another task is expected to
+/// get there.
+pub async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -487,17 +585,4 @@ pub fn spawn_server(
         })
         .collect();
     (child, got)
-}
-
-/// The wall clock now, unix ms: the origin a test's `ManualClock` starts
-/// from (read once; the test moves the clock from there).
-#[allow(clippy::disallowed_methods)]
-pub fn now_unix_ms() -> u64 {
-    u64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis(),
-    )
-    .unwrap()
 }

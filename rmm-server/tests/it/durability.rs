@@ -166,7 +166,7 @@ async fn queued_command_survives_restarts(database_url: Option<&str>) {
     };
     assert_eq!(run.command_id.to_string(), command_id);
     assert_eq!(run.command, "echo survived");
-    let now = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap();
+    let now = crate::common::wall_ms();
     agent
         .send(&Message::CommandOutput(CommandOutput {
             command_id: run.command_id,

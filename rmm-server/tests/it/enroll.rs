@@ -1,13 +1,10 @@
 //! Enrollment: bundle creation, the bootstrap script, the one-shot payload.
 
-use std::sync::Arc;
 use std::time::Duration;
-
-use rmm_core::io::fakes::ManualClock;
 
 use serde_json::{Value, json};
 
-use crate::common::{TestServer, assert_error, now_unix_ms, untar};
+use crate::common::{TestServer, assert_error, untar};
 
 async fn bundle(srv: &TestServer, token: &str, body: Value) -> (u16, Value) {
     srv.call("POST", "/api/v1/enroll-bundle", Some(token), Some(body))
@@ -53,7 +50,7 @@ async fn bundle_script_and_payload_once() {
         )
     );
     let expires = chrono::DateTime::parse_from_rfc3339(b["expires_at"].as_str().unwrap()).unwrap();
-    let ttl = expires.timestamp() - chrono::Utc::now().timestamp();
+    let ttl = expires.timestamp() - i64::try_from(crate::common::wall_ms() / 1000).unwrap();
     assert!((290..=301).contains(&ttl), "{ttl}");
     let agent_id = b["agent_id"].as_str().unwrap().to_owned();
     // the token is stored hashed only
@@ -342,12 +339,8 @@ async fn server_url_needs_a_host_and_counts_characters() {
 
 #[tokio::test]
 async fn expired_tokens_are_404_and_swept() {
-    let clock = ManualClock::new(now_unix_ms());
-    let srv = TestServer::start_with_clock(
-        |c| c.enroll_ttl = Duration::from_millis(400),
-        Arc::new(clock.clone()),
-    )
-    .await;
+    let (srv, clock) =
+        TestServer::start_driven(|c| c.enroll_ttl = Duration::from_millis(400)).await;
     let admin = srv.admin().await;
     let (_, b) = bundle(&srv, &admin, json!({"agent_name": "late"})).await;
     let token = b["token"].as_str().unwrap().to_owned();
@@ -386,14 +379,17 @@ async fn expired_tokens_are_404_and_swept() {
         404,
         "not_found",
     );
-    // the sweeper retires the never-enrolled agent, freeing the name
+    // the sweeper (every tenth sweep looks at enrollments) retires the
+    // never-enrolled agent, freeing the name: drive its ticks
+    let every = srv.handle.state().config.sweep_interval;
     let mut freed = false;
-    for _ in 0..100 {
+    for _ in 0..200 {
         if srv.call("GET", "/api/agents", Some(&admin), None).await.1 == json!([]) {
             freed = true;
             break;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        clock.advance(every);
+        tokio::task::yield_now().await;
     }
     assert!(freed, "expired bundle not swept");
     assert_eq!(
@@ -482,12 +478,7 @@ async fn a_tampered_build_is_left_out() {
 
 #[tokio::test]
 async fn sessions_expire_on_the_servers_clock() {
-    let clock = ManualClock::new(now_unix_ms());
-    let srv = TestServer::start_with_clock(
-        |c| c.token_ttl = Duration::from_secs(3600),
-        Arc::new(clock.clone()),
-    )
-    .await;
+    let (srv, clock) = TestServer::start_driven(|c| c.token_ttl = Duration::from_secs(3600)).await;
     let admin = srv.admin().await;
     clock.advance(Duration::from_secs(3599));
     assert_eq!(

@@ -13,10 +13,10 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::protocol::Message as WsMessage;
 use uuid::Uuid;
 
-use crate::common::{FakeAgent, TestServer};
+use crate::common::{FakeAgent, TestServer, wait_for};
 
 fn now_ms() -> u64 {
-    u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap()
+    crate::common::wall_ms()
 }
 
 async fn expect_run(agent: &mut FakeAgent) -> RunCommand {
@@ -125,7 +125,8 @@ async fn handshake_and_auth() {
 
 #[tokio::test]
 async fn hello_rules() {
-    let srv = TestServer::start_with(|c| c.hello_timeout = Duration::from_millis(500)).await;
+    let (srv, clock) =
+        TestServer::start_driven(|c| c.hello_timeout = Duration::from_millis(500)).await;
     let (id, secret) = srv.enroll("a").await;
     // mismatched agent id
     let mut agent = FakeAgent::connect(srv.addr(), id, &secret).await.unwrap();
@@ -149,9 +150,10 @@ async fn hello_rules() {
         other => panic!("{other:?}"),
     }
     assert_eq!(agent.close_code().await, Some(1002));
-    // silence instead of hello
+    // silence instead of hello (the deadline counts from the upgrade)
     let mut agent = FakeAgent::connect(srv.addr(), id, &secret).await.unwrap();
     let started = std::time::Instant::now();
+    clock.advance(Duration::from_millis(500));
     assert_eq!(agent.close_code().await, Some(1008));
     assert!(started.elapsed() < Duration::from_secs(6));
     // the first message must be hello
@@ -346,7 +348,9 @@ async fn a_newer_connection_replaces_the_older() {
         .submit(&tech, id, json!({"command_type": "sh", "command": "true"}))
         .await;
     assert_eq!(expect_run(&mut second).await.command_id, c);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // the old connection's task has ended, its disconnect recorded
+    let hub = srv.handle.state().hub.clone();
+    wait_for("the old connection's end", || hub.connection_tasks() == 1).await;
     let a = srv
         .call("GET", &format!("/api/agents/{id}"), Some(&tech), None)
         .await
@@ -444,10 +448,12 @@ async fn timeouts_and_cancellation() {
 
 #[tokio::test]
 async fn offline_after_three_missed_heartbeats() {
-    let srv = TestServer::start().await; // heartbeat interval 1 s
+    // heartbeat interval 1 s, in driven time
+    let (srv, clock) = TestServer::start_driven(|_| {}).await;
     let admin = srv.admin().await;
     let (mut agent, _) = srv.agent("a", "m").await;
     let id = agent.id;
+    let state = srv.handle.state().clone();
     // heartbeats keep it online and move last_seen
     let first = srv
         .call("GET", &format!("/api/agents/{id}"), Some(&admin), None)
@@ -455,22 +461,38 @@ async fn offline_after_three_missed_heartbeats() {
         .1["last_seen"]
         .clone();
     for seq in 0..4 {
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        clock.advance(Duration::from_millis(400));
         agent
             .send(&Message::Heartbeat(Heartbeat { seq, running: 0 }))
             .await;
+        // heard before time moves on
+        wait_for("the heartbeat", || {
+            state.metrics.heartbeats.get() == seq + 1
+        })
+        .await;
     }
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let a = srv
-        .call("GET", &format!("/api/agents/{id}"), Some(&admin), None)
-        .await
-        .1;
+    clock.advance(Duration::from_millis(400));
+    // the coalesced write is the background task's
+    let mut a = Value::Null;
+    for _ in 0..500 {
+        a = srv
+            .call("GET", &format!("/api/agents/{id}"), Some(&admin), None)
+            .await
+            .1;
+        if a["last_seen"] != first {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(a["status"], "online");
     assert_ne!(a["last_seen"], first, "coalesced last_seen was written");
-    // go silent: stop reading (no pongs) and writing
-    let started = std::time::Instant::now();
+    // go silent: stop reading (no pongs) and writing. Time passes while
+    // the hub holds the connection; once it let go, only the store's
+    // record of the disconnect is awaited.
+    let started = clock.instant();
+    let settle = std::time::Instant::now() + Duration::from_secs(10);
     let mut offline = false;
-    while started.elapsed() < Duration::from_secs(8) {
+    while started.elapsed() < Duration::from_secs(8) && std::time::Instant::now() < settle {
         let a = srv
             .call("GET", &format!("/api/agents/{id}"), Some(&admin), None)
             .await
@@ -479,7 +501,11 @@ async fn offline_after_three_missed_heartbeats() {
             offline = true;
             break;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        if state.hub.is_connected(id) {
+            clock.advance(Duration::from_millis(200));
+        } else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
     assert!(offline, "agent still online after {:?}", started.elapsed());
     assert!(
@@ -770,7 +796,7 @@ async fn replicas_share_postgres() {
 /// keep flowing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_agent_does_not_slow_the_others() {
-    let srv = TestServer::start_with(|c| c.send_timeout = Duration::from_secs(8)).await;
+    let (srv, clock) = TestServer::start_driven(|c| c.send_timeout = Duration::from_secs(8)).await;
     let tech = srv.user("technician").await;
     let (stalled_id, stalled_secret) = srv.enroll("stalled").await;
     let mut stalled = FakeAgent::connect(srv.addr(), stalled_id, &stalled_secret)
@@ -811,8 +837,11 @@ async fn a_stalled_agent_does_not_slow_the_others() {
         "healthy agent slowed: {:?}",
         started.elapsed()
     );
-    // the stalled agent is dropped once a send times out
+    // the stalled agent is dropped once a send times out: time passes
+    // while the hub holds the connection, then the store's record of the
+    // disconnect is awaited
     let admin = srv.admin().await;
+    let hub = srv.handle.state().hub.clone();
     let mut dropped = false;
     for _ in 0..250 {
         let a = srv
@@ -828,7 +857,11 @@ async fn a_stalled_agent_does_not_slow_the_others() {
             dropped = true;
             break;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        if hub.is_connected(stalled.id) {
+            clock.advance(Duration::from_secs(1));
+        } else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
     assert!(dropped, "stalled agent still connected");
     drop(stalled);

@@ -4,6 +4,7 @@
 
 use std::sync::LazyLock;
 
+use rmm_core::delivery::DELIVERY_BATCH;
 use rmm_core::protocol::{CommandOutcome, CommandResult, OutputStream};
 use uuid::Uuid;
 
@@ -13,9 +14,6 @@ use crate::store::{
     AppendOutcome, CancelOutcome, Command, CommandStatus, ExpiredCommand, FinishOutcome,
     NewCommand, PendingCommand,
 };
-
-/// Most commands handed to a connection per delivery round.
-const DELIVERY_BATCH: i64 = 64;
 
 /// A command by id (`$1`).
 static BY_ID: LazyLock<String> =
@@ -151,7 +149,7 @@ impl<DB: Driver> Db<DB> {
             .arg(&id)
             .arg(now)
             .arg(grace_ms)
-            .arg(DELIVERY_BATCH);
+            .arg(i64::try_from(DELIVERY_BATCH).unwrap_or(i64::MAX));
         found.extend(deliver.fetch_all(self.writer()).await?);
         let mut out = found
             .iter()
