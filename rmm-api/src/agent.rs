@@ -35,9 +35,6 @@ impl AgentStatus {
 }
 
 /// An agent as the API shows it.
-///
-/// The descriptive fields (host name, OS, ...) are empty until the agent
-/// first connects.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = Agent))]
 #[non_exhaustive]
@@ -96,6 +93,8 @@ pub struct AgentView {
     pub replaced_by: Option<Uuid>,
 }
 
+/// The descriptive fields (host name, OS, ...) are empty until the agent
+/// first connects.
 impl AgentView {
     /// An offline, not yet enrolled agent on the stable channel that never
     /// connected; the other fields empty, for the server to fill in.
@@ -172,19 +171,13 @@ mod tests {
 
     #[test]
     fn status_words() {
-        for (status, word, online) in [
-            (AgentStatus::Online, "online", true),
-            (AgentStatus::Offline, "offline", false),
-        ] {
-            assert_eq!(serde_json::to_value(status).expect("ser"), word);
-            assert_eq!(
-                serde_json::from_value::<AgentStatus>(word.into()).expect("de"),
-                status
-            );
-            assert_eq!(AgentStatus::from_online(online), status);
-            assert_eq!(AgentStatus::parse(word), Some(status));
-        }
-        assert_eq!(AgentStatus::WORDS, ["online", "offline"]);
+        let cases = [
+            (AgentStatus::Online, "online"),
+            (AgentStatus::Offline, "offline"),
+        ];
+        crate::words::check_words(&cases, AgentStatus::WORDS, AgentStatus::parse);
+        assert_eq!(AgentStatus::from_online(true), AgentStatus::Online);
+        assert_eq!(AgentStatus::from_online(false), AgentStatus::Offline);
     }
 
     #[test]

@@ -3,7 +3,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::{Invalid, PageLimit, wire};
+use crate::page::page_query;
+use crate::wire;
 
 /// An audit record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,36 +54,13 @@ impl AuditView {
     }
 }
 
-/// Paging of the audit log.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(
-    feature = "openapi",
-    derive(utoipa::IntoParams),
-    into_params(parameter_in = Query)
-)]
-#[non_exhaustive]
-pub struct AuditPage {
-    /// At most this many (default 100).
-    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 1000))]
-    pub limit: Option<u32>,
-    /// Only records with a smaller id.
-    pub before: Option<i64>,
-}
-
-impl AuditPage {
-    /// `limit`: 1 to 1000, default 100.
-    pub const LIMIT: PageLimit = PageLimit::new(1, 1000, 100);
-
-    /// At most `limit` records (`None`: the default), with ids below
-    /// `before`.
-    pub fn new(limit: Option<u32>, before: Option<i64>) -> Self {
-        AuditPage { limit, before }
-    }
-
-    /// The limit to use ([`AuditPage::LIMIT`]); 400 `invalid_query` when
-    /// out of bounds.
-    pub fn checked_limit(&self) -> Result<u32, Invalid> {
-        AuditPage::LIMIT.resolve(self.limit)
+page_query! {
+    /// Paging of the audit log.
+    pub struct AuditPage {
+        /// At most this many (default 100).
+        limit: 1 ..= 1000, default 100,
+        /// Only records with a smaller id.
+        before: i64,
     }
 }
 

@@ -9,9 +9,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::page::page_query;
 use crate::wire::{self, null_default};
 use crate::words::wire_words;
-use crate::{CommandContext, CommandType, Invalid, PageLimit};
+use crate::{CommandContext, CommandType, Invalid};
 
 /// Shortest `timeout_secs` of a command.
 pub const MIN_TIMEOUT_SECS: u32 = 1;
@@ -289,12 +290,6 @@ impl CommandView {
 }
 
 /// `POST /api/agents/:id/command`.
-///
-/// Its rules ([`CommandRequest::validate`]): the script is not blank
-/// (422 `invalid_command`), a timeout is within [`MIN_TIMEOUT_SECS`] ..=
-/// [`MAX_TIMEOUT_SECS`] (422 `invalid_timeout`). [`CommandRequest::builder`]
-/// checks them when it builds; the server checks every request it gets,
-/// and `rmm-client` every request before sending it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[non_exhaustive]
@@ -319,6 +314,11 @@ pub struct CommandRequest {
     pub timeout_secs: Option<u32>,
 }
 
+/// The rules ([`CommandRequest::validate`]): the script is not blank
+/// (422 `invalid_command`), a timeout is within [`MIN_TIMEOUT_SECS`] ..=
+/// [`MAX_TIMEOUT_SECS`] (422 `invalid_timeout`). [`CommandRequest::builder`]
+/// checks them when it builds; the server checks every request it gets,
+/// and `rmm-client` every request before sending it.
 impl CommandRequest {
     /// A request for `command` run by `command_type`, in the default
     /// context (`system`) with no timeout, to adjust and check.
@@ -427,36 +427,13 @@ impl CommandAccepted {
     }
 }
 
-/// Paging of an agent's commands.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(
-    feature = "openapi",
-    derive(utoipa::IntoParams),
-    into_params(parameter_in = Query)
-)]
-#[non_exhaustive]
-pub struct CommandPage {
-    /// At most this many (default 50).
-    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 500))]
-    pub limit: Option<u32>,
-    /// Only commands older than this command id.
-    pub before: Option<Uuid>,
-}
-
-impl CommandPage {
-    /// `limit`: 1 to 500, default 50.
-    pub const LIMIT: PageLimit = PageLimit::new(1, 500, 50);
-
-    /// At most `limit` commands (`None`: the default), older than the
-    /// command `before` (the last id of the previous page).
-    pub fn new(limit: Option<u32>, before: Option<Uuid>) -> Self {
-        CommandPage { limit, before }
-    }
-
-    /// The limit to use ([`CommandPage::LIMIT`]); 400 `invalid_query` when
-    /// out of bounds.
-    pub fn checked_limit(&self) -> Result<u32, Invalid> {
-        CommandPage::LIMIT.resolve(self.limit)
+page_query! {
+    /// Paging of an agent's commands.
+    pub struct CommandPage {
+        /// At most this many (default 50).
+        limit: 1 ..= 500, default 50,
+        /// Only commands older than this command id.
+        before: Uuid,
     }
 }
 
@@ -557,44 +534,26 @@ mod tests {
 
     #[test]
     fn status_and_phase_words() {
-        for (status, word, is_final) in [
-            (CommandStatus::Running, "running", false),
-            (CommandStatus::Completed, "completed", true),
-            (CommandStatus::Failed, "failed", true),
-            (CommandStatus::Timeout, "timeout", true),
-            (CommandStatus::Cancelled, "cancelled", true),
-        ] {
-            assert_eq!(serde_json::to_value(status).expect("ser"), word);
-            assert_eq!(
-                serde_json::from_value::<CommandStatus>(word.into()).expect("de"),
-                status
-            );
-            assert_eq!(
-                (status.as_str(), status.to_string()),
-                (word, word.to_owned())
-            );
-            assert_eq!(CommandStatus::parse(word), Some(status));
-            assert_eq!(status, word);
-            assert_eq!(status.is_final(), is_final);
-        }
-        assert_eq!(CommandStatus::WORDS.len(), CommandStatus::ALL.len());
-        for (phase, word) in [
+        use CommandStatus::*;
+        let cases = [
+            (Running, "running"),
+            (Completed, "completed"),
+            (Failed, "failed"),
+            (Timeout, "timeout"),
+            (Cancelled, "cancelled"),
+        ];
+        crate::words::check_words(&cases, CommandStatus::WORDS, CommandStatus::parse);
+        let statuses: Vec<CommandStatus> = cases.iter().map(|(s, _)| *s).collect();
+        assert_eq!(statuses, CommandStatus::ALL);
+        let finals: Vec<bool> = CommandStatus::ALL.iter().map(|s| s.is_final()).collect();
+        assert_eq!(finals, [false, true, true, true, true]);
+        let phases = [
             (Phase::Queued, "queued"),
             (Phase::Delivered, "delivered"),
             (Phase::Executing, "executing"),
             (Phase::Done, "done"),
-        ] {
-            assert_eq!(serde_json::to_value(phase).expect("ser"), word);
-            assert_eq!(
-                serde_json::from_value::<Phase>(word.into()).expect("de"),
-                phase
-            );
-            assert_eq!(Phase::parse(word), Some(phase));
-        }
-        assert_eq!(Phase::WORDS.len(), 4);
-        assert!(serde_json::from_value::<CommandStatus>("Running".into()).is_err());
-        assert_eq!(CommandStatus::parse("finished"), None);
-        assert_eq!(Phase::parse("QUEUED"), None);
+        ];
+        crate::words::check_words(&phases, Phase::WORDS, Phase::parse);
     }
 
     fn ts(s: &str) -> DateTime<Utc> {

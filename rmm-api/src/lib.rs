@@ -39,6 +39,10 @@
 //! add fields and words. Reading is lenient where the client always was
 //! (missing counters, flags and texts read as zero, false or empty).
 //!
+//! With `openapi`, the doc comment of a type and of its fields is its
+//! description in the OpenAPI document, so the rules are documented on
+//! the `impl` blocks and methods instead.
+//!
 //! Architecture invariant: no HTTP, no IO; serde, `rmm-core`'s wire words
 //! and, with `openapi`, utoipa.
 

@@ -6,8 +6,9 @@ use utoipa::openapi::schema::{Object, ObjectBuilder, SchemaType, Type};
 
 use crate::{MAX_EMAIL_CHARS, MAX_SERVER_URL_CHARS, pattern};
 
-/// Release channel word: the schema of [`crate::Channel`] (whose serde
-/// words these are).
+// The schema of `crate::Channel` (whose serde words these are; a test
+// checks): its doc comment is the description.
+/// Release channel word.
 #[derive(Debug, Clone, Copy, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 #[schema(as = ChannelWord)]

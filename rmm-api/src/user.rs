@@ -1,7 +1,6 @@
 //! Users and logging in: roles, the user as the API shows it, creating and
 //! changing one, and the e-mail and password rules.
 
-use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
@@ -120,11 +119,7 @@ impl UserView {
 }
 
 /// `POST /api/auth/login`.
-///
-/// Its rules ([`LoginRequest::login_name`]): e-mail and password within
-/// [`MAX_EMAIL_CHARS`] / [`MAX_PASSWORD_CHARS`], no control characters in
-/// the e-mail (422 `invalid_credentials_format`).
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[non_exhaustive]
 pub struct LoginRequest {
@@ -137,15 +132,9 @@ pub struct LoginRequest {
     pub password: String,
 }
 
-impl fmt::Debug for LoginRequest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LoginRequest")
-            .field("email", &self.email)
-            .field("password", &"<redacted>")
-            .finish()
-    }
-}
-
+/// The rules ([`LoginRequest::login_name`]): e-mail and password within
+/// [`MAX_EMAIL_CHARS`] / [`MAX_PASSWORD_CHARS`], no control characters in
+/// the e-mail (422 `invalid_credentials_format`).
 impl LoginRequest {
     /// Logging in as `email` with `password`.
     pub fn new(email: impl Into<String>, password: impl Into<String>) -> Self {
@@ -176,20 +165,12 @@ impl LoginRequest {
 }
 
 /// A JWT.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[non_exhaustive]
 pub struct TokenResponse {
     /// HS256 JWT, valid 24 h.
     pub token: String,
-}
-
-impl fmt::Debug for TokenResponse {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TokenResponse")
-            .field("token", &"<redacted>")
-            .finish()
-    }
 }
 
 impl TokenResponse {
@@ -202,10 +183,7 @@ impl TokenResponse {
 }
 
 /// `POST /api/users`.
-///
-/// Its rules ([`UserCreate::validate`]): [`user_email`],
-/// [`check_password`].
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[non_exhaustive]
 pub struct UserCreate {
@@ -220,16 +198,8 @@ pub struct UserCreate {
     pub role: Role,
 }
 
-impl fmt::Debug for UserCreate {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UserCreate")
-            .field("email", &self.email)
-            .field("password", &"<redacted>")
-            .field("role", &self.role)
-            .finish()
-    }
-}
-
+/// The rules ([`UserCreate::validate`]): [`user_email`],
+/// [`check_password`].
 impl UserCreate {
     /// A new user.
     pub fn new(email: impl Into<String>, password: impl Into<String>, role: Role) -> Self {
@@ -251,10 +221,7 @@ impl UserCreate {
 
 /// `PATCH /api/users/:id`: at least one of the fields, not null (the
 /// description says so with one `anyOf` branch per field).
-///
-/// Its rules ([`UserUpdate::validate`]): something to change (422
-/// `nothing_to_change`), [`check_password`].
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[non_exhaustive]
 pub struct UserUpdate {
@@ -270,16 +237,8 @@ pub struct UserUpdate {
     pub disabled: Option<bool>,
 }
 
-impl fmt::Debug for UserUpdate {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UserUpdate")
-            .field("role", &self.role)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .field("disabled", &self.disabled)
-            .finish()
-    }
-}
-
+/// The rules ([`UserUpdate::validate`]): something to change (422
+/// `nothing_to_change`), [`check_password`].
 impl UserUpdate {
     /// A change of nothing yet; set the fields to change.
     pub fn new() -> Self {
@@ -327,7 +286,7 @@ impl UserUpdate {
 mod tests {
     use super::*;
 
-    fn code<T: fmt::Debug>(r: Result<T, Invalid>) -> Result<T, &'static str> {
+    fn code<T: std::fmt::Debug>(r: Result<T, Invalid>) -> Result<T, &'static str> {
         r.map_err(|e| {
             assert_eq!(e.status, 422, "{e:?}");
             e.code
@@ -336,25 +295,18 @@ mod tests {
 
     #[test]
     fn roles() {
-        for (role, word) in [
+        let cases = [
             (Role::Readonly, "readonly"),
             (Role::Technician, "technician"),
             (Role::Admin, "admin"),
-        ] {
-            assert_eq!(serde_json::to_value(role).expect("ser"), word);
-            assert_eq!(
-                serde_json::from_value::<Role>(word.into()).expect("de"),
-                role
-            );
-            assert_eq!(word.parse::<Role>(), Ok(role));
-            assert_eq!(role.to_string(), word);
-        }
+        ];
+        crate::words::check_words(&cases, Role::WORDS, Role::parse);
+        assert_eq!("admin".parse::<Role>(), Ok(Role::Admin));
         assert!(Role::Readonly < Role::Technician && Role::Technician < Role::Admin);
         assert_eq!(
             "root".parse::<Role>(),
             Err(r#"unknown role "root", expected admin, technician or readonly"#.to_owned())
         );
-        assert!(serde_json::from_value::<Role>("Admin".into()).is_err());
     }
 
     #[test]
@@ -420,7 +372,6 @@ mod tests {
         // only inside: surrounding control characters that are whitespace
         // are trimmed
         assert!(LoginRequest::new("\na@b\t", "pw").login_name().is_ok());
-        assert!(!format!("{req:?}").contains("pw\""), "{req:?}");
     }
 
     #[test]

@@ -47,3 +47,34 @@ macro_rules! wire_words {
 }
 
 pub(crate) use wire_words;
+
+/// Checks an enum's table against serde, both ways: each value is written
+/// as its word, each word read as its value, `as_str`, `Display`,
+/// `parse`; `cases` lists every value; a capitalised word is refused.
+#[cfg(test)]
+pub(crate) fn check_words<T>(cases: &[(T, &str)], words: &[&str], parse: fn(&str) -> Option<T>)
+where
+    T: serde::Serialize
+        + serde::de::DeserializeOwned
+        + PartialEq
+        + PartialEq<str>
+        + std::fmt::Debug
+        + std::fmt::Display
+        + Copy,
+{
+    let listed: Vec<&str> = cases.iter().map(|(_, w)| *w).collect();
+    assert_eq!(listed, words);
+    for &(value, word) in cases {
+        assert_eq!(serde_json::to_value(value).expect("ser"), word);
+        let read: T = serde_json::from_value(word.into()).expect("de");
+        assert_eq!(read, value);
+        assert_eq!(
+            (value.to_string(), parse(word)),
+            (word.to_owned(), Some(value))
+        );
+        assert!(value == *word);
+        let shouted = word.to_uppercase();
+        assert!(serde_json::from_value::<T>(shouted.as_str().into()).is_err());
+        assert_eq!(parse(&shouted), None);
+    }
+}

@@ -96,16 +96,7 @@ pub struct App {
 
 /// The host of an `http(s)://host[:port][/...]` URL (brackets of an IPv6
 /// literal removed).
-pub fn url_host(url: &str) -> Option<String> {
-    let rest = url.split_once("://")?.1;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next()?,
-        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
-    };
-    (!host.is_empty()).then(|| host.to_ascii_lowercase())
-}
+pub use rmm_api::url_host;
 
 pub use rmm_core::transport::is_loopback_host;
 
@@ -170,13 +161,10 @@ impl AppState {
         self.releases.index().await
     }
 
-    /// The newest Linux build per architecture for a channel word.
+    /// The newest Linux build per architecture for a channel word
+    /// (`stable` unless `beta`).
     pub async fn linux_builds(&self, channel: &str) -> Vec<enroll::BuildChoice> {
-        let channel = if channel == "beta" {
-            rmm_core::channel::Channel::Beta
-        } else {
-            rmm_core::channel::Channel::Stable
-        };
+        let channel = channel.parse().unwrap_or_default();
         enroll::linux_builds(&*self.release_index().await, channel)
     }
 }
@@ -187,32 +175,13 @@ pub async fn create_bundle(
     state: &AppState,
     agent_name: &str,
     server_url: Option<&str>,
-    channel: api::ChannelWord,
+    channel: rmm_api::Channel,
     actor: &str,
     address: Option<String>,
 ) -> Result<api::EnrollResponse, ApiError> {
-    if !enroll::valid_agent_name(agent_name) {
-        return Err(ApiError::unprocessable(
-            "invalid_agent_name",
-            "agent_name must match ^[a-z0-9][a-z0-9-]{0,62}$",
-        ));
-    }
-    // The length counts characters as sent, and a URL needs a host
-    // (`openapi::server_url_pattern` states the same rule).
-    let given = server_url.unwrap_or(&state.public_url);
-    let server_url = given.trim_end_matches('/').to_owned();
-    let url_ok = given.chars().count() <= api::MAX_SERVER_URL_CHARS
-        && (server_url.starts_with("http://") || server_url.starts_with("https://"))
-        && url_host(&server_url).is_some()
-        && !server_url
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control());
-    if !url_ok {
-        return Err(ApiError::unprocessable(
-            "invalid_server_url",
-            "server_url must be an absolute http:// or https:// URL",
-        ));
-    }
+    rmm_api::check_agent_name(agent_name)?;
+    // The default URL is checked too.
+    let server_url = rmm_api::check_server_url(server_url.unwrap_or(&state.public_url))?;
     if AppState::needs_insecure_http(&server_url) && !state.config.insecure_http {
         return Err(ApiError::unprocessable(
             "insecure_server_url",
@@ -223,10 +192,7 @@ pub async fn create_bundle(
     let token = random_token(enroll::TOKEN_BYTES);
     let now = now_ms();
     let ttl = i64::try_from(state.config.enroll_ttl.as_millis()).unwrap_or(300_000);
-    let channel = match channel {
-        api::ChannelWord::Stable => "stable",
-        api::ChannelWord::Beta => "beta",
-    };
+    let channel = channel.as_str();
     let e = NewEnrollment {
         agent_id: Uuid::new_v4(),
         agent_name: agent_name.to_owned(),
@@ -257,18 +223,17 @@ pub async fn create_bundle(
         serde_json::json!({"agent_name": agent_name, "channel": channel, "expires_at": e.expires_at}),
     )
     .await;
-    Ok(api::EnrollResponse {
-        command: format!(
-            "curl -fsSL {}{}/api/v1/enroll-bundle/{token}.sh | sudo bash",
-            state.curl_pin_args(),
-            state.public_url
-        ),
+    let command = format!(
+        "curl -fsSL {}{}/api/v1/enroll-bundle/{token}.sh | sudo bash",
+        state.curl_pin_args(),
+        state.public_url
+    );
+    Ok(api::EnrollResponse::new(
         token,
-        expires_at: chrono::DateTime::<chrono::Utc>::from_timestamp_millis(e.expires_at)
-            .unwrap_or_default()
-            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        agent_id: e.agent_id,
-    })
+        command,
+        api::ts(e.expires_at),
+        e.agent_id,
+    ))
 }
 
 /// Reads or creates the JWT secret: `config.jwt_secret`, else
@@ -401,10 +366,11 @@ async fn ensure_first_admin(
     if state.store.count_users().await? > 0 {
         return Ok(());
     }
-    if password.chars().count() < 8 {
-        return Err(ServerError::Config(
-            "RMM_ADMIN_PASSWORD must have at least 8 characters".into(),
-        ));
+    if password.chars().count() < rmm_api::MIN_PASSWORD_CHARS {
+        return Err(ServerError::Config(format!(
+            "RMM_ADMIN_PASSWORD must have at least {} characters",
+            rmm_api::MIN_PASSWORD_CHARS
+        )));
     }
     let now = now_ms();
     let hash = hash_password(password).map_err(ServerError::Config)?;

@@ -287,8 +287,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .read_to_string(&mut password)
                 .context("cannot read the password from stdin")?;
             let password = password.trim_end_matches(['\r', '\n']).to_owned();
-            if password.chars().count() < 8 {
-                bail!("the password must have at least 8 characters");
+            if password.chars().count() < rmm_api::MIN_PASSWORD_CHARS {
+                bail!(
+                    "the password must have at least {} characters",
+                    rmm_api::MIN_PASSWORD_CHARS
+                );
             }
             let state = offline_state(store_config(&store), "http://127.0.0.1".into()).await?;
             let now = rmm_server::now_ms();
@@ -315,8 +318,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             store,
         } => {
             let channel = match channel.as_str() {
-                "stable" => rmm_server::api::ChannelWord::Stable,
-                "beta" => rmm_server::api::ChannelWord::Beta,
+                "stable" => rmm_api::Channel::Stable,
+                "beta" => rmm_api::Channel::Beta,
                 other => bail!("unknown channel {other:?}, expected stable or beta"),
             };
             let state = offline_state(store_config(&store), server_url.clone()).await?;

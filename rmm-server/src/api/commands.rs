@@ -35,20 +35,7 @@ pub async fn submit_command(
     ApiJson(req): ApiJson<CommandRequest>,
 ) -> Result<Json<CommandAccepted>, ApiError> {
     user.require(Role::Technician)?;
-    if req.command.trim().is_empty() {
-        return Err(ApiError::unprocessable(
-            "invalid_command",
-            "command is empty",
-        ));
-    }
-    if let Some(t) = req.timeout_secs
-        && !(1..=MAX_TIMEOUT_SECS).contains(&t)
-    {
-        return Err(ApiError::unprocessable(
-            "invalid_timeout",
-            format!("timeout_secs must be between 1 and {MAX_TIMEOUT_SECS}"),
-        ));
-    }
+    req.validate()?;
     let agent = state.store.get_agent(agent_id).await?;
     if agent.is_none_or(|a| a.retired_at.is_some()) {
         return Err(ApiError::not_found("no such agent"));
@@ -79,7 +66,7 @@ pub async fn submit_command(
         }),
     )
     .await;
-    Ok(Json(CommandAccepted { command_id: cmd.id }))
+    Ok(Json(CommandAccepted::new(cmd.id)))
 }
 
 /// One command with its output.
@@ -103,7 +90,7 @@ pub async fn get_command(
         .get_command(id)
         .await?
         .ok_or_else(|| ApiError::not_found("no such command"))?;
-    Ok(Json(CommandView::new(cmd, true)))
+    Ok(Json(command_view(cmd, true)))
 }
 
 /// Cancels a command: a queued one is `cancelled` at once; one the agent
@@ -159,7 +146,7 @@ pub async fn cancel_command(
         serde_json::json!({"agent_id": cmd.agent_id.to_string(), "was_queued": outcome == CancelOutcome::CancelledQueued}),
     )
     .await;
-    Ok((StatusCode::ACCEPTED, Json(CommandView::new(cmd, true))))
+    Ok((StatusCode::ACCEPTED, Json(command_view(cmd, true))))
 }
 
 /// An agent's commands, newest first, without script text and output.
@@ -179,7 +166,7 @@ pub async fn list_commands(
     ApiQuery(page): ApiQuery<CommandPage>,
 ) -> Result<Json<Vec<CommandView>>, ApiError> {
     user.require(Role::Readonly)?;
-    let limit = page_limit(page.limit, COMMAND_PAGE_LIMIT)?;
+    let limit = page.checked_limit()?;
     if state.store.get_agent(agent_id).await?.is_none() {
         return Err(ApiError::not_found("no such agent"));
     }
@@ -188,8 +175,6 @@ pub async fn list_commands(
         .list_commands(agent_id, page.before, limit)
         .await?;
     Ok(Json(
-        cmds.into_iter()
-            .map(|c| CommandView::new(c, false))
-            .collect(),
+        cmds.into_iter().map(|c| command_view(c, false)).collect(),
     ))
 }

@@ -1,5 +1,5 @@
-//! Users: `GET/POST /api/users`, `PATCH/DELETE /api/users/:id`, and the
-//! password and e-mail rules.
+//! Users: `GET/POST /api/users`, `PATCH/DELETE /api/users/:id`, and
+//! password hashing off the async workers.
 
 use axum::Json;
 use axum::extract::State;
@@ -13,36 +13,6 @@ use crate::store::{Role, User, UserChange};
 use crate::{AppState, now_ms};
 
 use super::*;
-
-/// Length in characters, the unit of OpenAPI's `minLength`/`maxLength`.
-pub(super) fn chars(s: &str) -> usize {
-    s.chars().count()
-}
-
-/// A new user's e-mail as stored (trimmed, lowercase), or `None` unless it
-/// is `name@domain` without whitespace or control characters, within
-/// [`MAX_EMAIL_CHARS`] as sent ([`openapi::user_email_pattern`]).
-pub(super) fn user_email(raw: &str) -> Option<String> {
-    if chars(raw) > MAX_EMAIL_CHARS {
-        return None;
-    }
-    let email = raw.trim().to_lowercase();
-    let ok = email
-        .split_once('@')
-        .is_some_and(|(l, d)| !l.is_empty() && !d.is_empty())
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
-    ok.then_some(email)
-}
-
-pub(super) fn check_password(pw: &str) -> Result<(), ApiError> {
-    if !(MIN_PASSWORD_CHARS..=MAX_PASSWORD_CHARS).contains(&chars(pw)) {
-        return Err(ApiError::unprocessable(
-            "weak_password",
-            "the password must have 8 to 1024 characters",
-        ));
-    }
-    Ok(())
-}
 
 pub(super) async fn hash_blocking(state: &AppState, pw: String) -> Result<String, ApiError> {
     let _permit = state
@@ -88,7 +58,7 @@ pub async fn list_users(
             .list_users()
             .await?
             .into_iter()
-            .map(UserView::from)
+            .map(user_view)
             .collect(),
     ))
 }
@@ -112,13 +82,7 @@ pub async fn create_user(
     ApiJson(req): ApiJson<UserCreate>,
 ) -> Result<(StatusCode, Json<UserView>), ApiError> {
     user.require(Role::Admin)?;
-    let Some(email) = user_email(&req.email) else {
-        return Err(ApiError::unprocessable(
-            "invalid_email",
-            "email must look like name@domain",
-        ));
-    };
-    check_password(&req.password)?;
+    let email = req.validate()?;
     let now = now_ms();
     let hash = hash_blocking(&state, req.password).await?;
     let new = User::new(&email, hash, req.role, now);
@@ -132,7 +96,7 @@ pub async fn create_user(
         serde_json::json!({"email": new.email, "role": new.role.as_str()}),
     )
     .await;
-    Ok((StatusCode::CREATED, Json(UserView::from(new))))
+    Ok((StatusCode::CREATED, Json(user_view(new))))
 }
 
 /// Changes a user's role or password.
@@ -155,20 +119,12 @@ pub async fn update_user(
     ApiJson(req): ApiJson<UserUpdate>,
 ) -> Result<Json<UserView>, ApiError> {
     user.require(Role::Admin)?;
-    if req.role.is_none() && req.password.is_none() && req.disabled.is_none() {
-        return Err(ApiError::unprocessable(
-            "nothing_to_change",
-            "give role, password and/or disabled",
-        ));
-    }
     if id == user.id && req.disabled == Some(true) {
         return Err(ApiError::conflict("you cannot disable your own account"));
     }
+    req.validate()?;
     let hash = match req.password {
-        Some(pw) => {
-            check_password(&pw)?;
-            Some(hash_blocking(&state, pw).await?)
-        }
+        Some(pw) => Some(hash_blocking(&state, pw).await?),
         None => None,
     };
     let changed_password = hash.is_some();
@@ -199,7 +155,7 @@ pub async fn update_user(
         .user_by_id(id)
         .await?
         .ok_or_else(|| ApiError::not_found("no such user"))?;
-    Ok(Json(UserView::from(u)))
+    Ok(Json(user_view(u)))
 }
 
 /// Deletes a user (not yourself).
