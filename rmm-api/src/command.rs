@@ -83,7 +83,7 @@ wire_words!(Phase { Queued => "queued", Delivered => "delivered", Executing => "
 
 /// A text a command's full view carries and its listings leave out (the
 /// script, stdout and stderr): absent from the JSON when left out, and
-/// read as empty then (or when null).
+/// read as empty then (or when null). It reads as a `str` (`Deref`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct DetailText(Option<String>);
@@ -139,6 +139,14 @@ impl AsRef<str> for DetailText {
     }
 }
 
+impl std::ops::Deref for DetailText {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
 impl fmt::Display for DetailText {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -154,6 +162,12 @@ impl PartialEq<str> for DetailText {
 impl PartialEq<&str> for DetailText {
     fn eq(&self, text: &&str) -> bool {
         self.as_str() == *text
+    }
+}
+
+impl PartialEq<String> for DetailText {
+    fn eq(&self, text: &String) -> bool {
+        self.as_str() == text
     }
 }
 
@@ -619,6 +633,9 @@ mod tests {
             (t.as_str(), t.is_empty(), t.is_omitted()),
             ("abc", false, false)
         );
+        assert!(t.starts_with("ab") && t.len() == 3);
+        let owned = String::from("abc");
+        assert_eq!(t, owned);
         assert_eq!(t.to_string(), "abc");
         assert_eq!(String::from(t), "abc");
         let o = DetailText::omitted();

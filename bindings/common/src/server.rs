@@ -2,11 +2,16 @@
 //! request, each operation once as a future, and results flattened into
 //! plain structs (ids as text, enums as their wire words) that the bindings
 //! copy field by field into their classes / objects.
+//!
+//! The rules, limits and words are the API contract's (`rmm_api`, through
+//! `rmm_client`): the request is built with its validating builder, the
+//! flags (`online`, `is_final`, `ok`) are its methods on the wire words.
 
 use chrono::{DateTime, Utc};
+use rmm_client::api::{MAX_TIMEOUT_SECS, MIN_TIMEOUT_SECS};
 use rmm_client::{
-    Client, CommandContext, CommandPage, CommandRequest, CommandType, EnrollmentOptions,
-    MAX_COMMAND_TIMEOUT_SECS, WaitOptions,
+    AgentStatus, Client, CommandContext, CommandPage, CommandRequest, CommandStatus, CommandType,
+    EnrollmentOptions, WaitOptions,
 };
 use uuid::Uuid;
 
@@ -43,7 +48,7 @@ pub struct Agent {
 impl Agent {
     /// Whether the agent is connected now.
     pub fn online(&self) -> bool {
-        self.status == "online"
+        AgentStatus::parse(&self.status) == Some(AgentStatus::Online)
     }
 }
 
@@ -56,8 +61,8 @@ impl From<rmm_client::Agent> for Agent {
             os: a.os,
             arch: a.arch,
             agent_version: a.agent_version,
-            channel: a.channel,
-            status: a.status,
+            channel: a.channel.to_string(),
+            status: a.status.to_string(),
             last_seen: a.last_seen,
             machine_uid: a.machine_uid,
             address: a.address,
@@ -115,12 +120,13 @@ pub struct CommandResult {
 impl CommandResult {
     /// Whether the status is final (not `running`).
     pub fn is_final(&self) -> bool {
-        self.status != "running"
+        CommandStatus::parse(&self.status).is_some_and(CommandStatus::is_final)
     }
 
     /// Whether it completed with exit code 0.
     pub fn ok(&self) -> bool {
-        self.status == "completed" && self.exit_code == Some(0)
+        CommandStatus::parse(&self.status) == Some(CommandStatus::Completed)
+            && self.exit_code == Some(0)
     }
 }
 
@@ -129,16 +135,16 @@ impl From<rmm_client::CommandInfo> for CommandResult {
         CommandResult {
             id: c.id.to_string(),
             agent_id: c.agent_id.to_string(),
-            command_type: c.command_type.as_str().to_owned(),
-            command: c.command_text,
-            context: c.context.map(|c| c.as_str().to_owned()),
+            command_type: c.command_type.to_string(),
+            command: c.command_text.into_string(),
+            context: c.context.map(|c| c.to_string()),
             timeout: c.timeout_secs,
-            status: c.status,
-            phase: c.phase,
+            status: c.status.to_string(),
+            phase: c.phase.map(|p| p.to_string()),
             exit_code: c.exit_code,
             signal: c.signal,
-            stdout: c.stdout,
-            stderr: c.stderr,
+            stdout: c.stdout.into_string(),
+            stderr: c.stderr.into_string(),
             stdout_truncated: c.stdout_truncated,
             stderr_truncated: c.stderr_truncated,
             error: c.error,
@@ -184,7 +190,8 @@ pub struct RunArgs<'a> {
     pub command_type: Option<&'a str>,
     /// `system` (default) or `user_session`.
     pub context: Option<&'a str>,
-    /// The command's own timeout in seconds (rounded up; 1 s to 7 days).
+    /// The command's own timeout in seconds (rounded up; within the API's
+    /// bounds, 1 s to 7 days).
     pub timeout: Option<f64>,
     /// Wait for the final result (default `true`).
     pub wait: Option<bool>,
@@ -203,38 +210,45 @@ pub struct Run {
 }
 
 impl Run {
-    /// Checks `args` (all of them, `wait_timeout` even when not waiting).
+    /// Checks `args` (all of them, `wait_timeout` even when not waiting),
+    /// then the request's rules (a blank script is refused here, with the
+    /// server's code, status and message).
     pub fn parse(lang: Lang, command: String, args: RunArgs<'_>) -> Result<Run, ErrorInfo> {
         let invalid = |e: rmm_core::protocol::UnknownWord| ErrorInfo::invalid(e.to_string());
         let command_type: CommandType = args
             .command_type
-            .unwrap_or("shell")
+            .unwrap_or(CommandType::Shell.as_str())
             .parse()
             .map_err(invalid)?;
-        let context: CommandContext = args.context.unwrap_or("system").parse().map_err(invalid)?;
+        let context: CommandContext = match args.context {
+            Some(word) => word.parse().map_err(invalid)?,
+            None => CommandContext::default(),
+        };
         let timeout_secs = args.timeout.map(command_timeout).transpose()?;
         let wait = wait_options(lang, args.wait_timeout)?;
+        let request = CommandRequest::builder(command_type, command)
+            .context(context)
+            .timeout_secs(timeout_secs)
+            .build()
+            .map_err(rmm_client::Error::from)?;
         Ok(Run {
-            request: CommandRequest {
-                command_type,
-                command,
-                context,
-                timeout_secs,
-            },
+            request,
             wait: args.wait.unwrap_or(true).then_some(wait),
         })
     }
 }
 
 /// A command timeout given in seconds -> whole seconds, rounded up, within
-/// what the server accepts.
+/// the API's bounds ([`MIN_TIMEOUT_SECS`] ..= [`MAX_TIMEOUT_SECS`]).
 fn command_timeout(secs: f64) -> Result<u32, ErrorInfo> {
-    if secs.is_finite() && secs > 0.0 && secs <= f64::from(MAX_COMMAND_TIMEOUT_SECS) {
-        // in 0 < ceil(secs) <= MAX_COMMAND_TIMEOUT_SECS, so it fits
-        Ok(secs.ceil() as u32)
+    if secs.is_finite() && secs > 0.0 && secs <= f64::from(MAX_TIMEOUT_SECS) {
+        // in 0 < ceil(secs) <= MAX_TIMEOUT_SECS, so it fits (and is at
+        // least MIN_TIMEOUT_SECS, 1)
+        Ok((secs.ceil() as u32).max(MIN_TIMEOUT_SECS))
     } else {
         Err(ErrorInfo::invalid(format!(
-            "timeout must be between 1 second and 7 days, got {secs}"
+            "timeout must be between {MIN_TIMEOUT_SECS} second and {} days, got {secs}",
+            MAX_TIMEOUT_SECS / 86_400
         )))
     }
 }
@@ -450,6 +464,20 @@ mod tests {
             bad_wait,
             Err("waitTimeout must be a non-negative number of seconds, got -1"),
         );
+    }
+
+    #[test]
+    fn run_refuses_a_blank_script_as_the_server_would() {
+        let e = Run::parse(Lang::JavaScript, " \t".to_owned(), RunArgs::default()).unwrap_err();
+        assert_eq!(
+            (e.class, e.code.as_str(), e.status),
+            (
+                crate::ErrorClass::InvalidArgument,
+                "invalid_command",
+                Some(422)
+            )
+        );
+        assert!(e.message.starts_with("command is empty"), "{e}");
     }
 
     #[test]

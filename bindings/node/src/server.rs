@@ -374,10 +374,7 @@ impl Client {
                 .as_deref()
                 .map(|b| parse_id(b, Some("before")))
                 .transpose()?;
-            let page = CommandPage {
-                limit: opts.limit,
-                before,
-            };
+            let page = CommandPage::new(opts.limit, before);
             let list = ops::agent_commands(c, agent, page).await?;
             Ok(list.into_iter().map(CommandResult::from).collect())
         })

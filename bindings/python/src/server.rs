@@ -296,10 +296,7 @@ async fn into_all<T, U: From<T>>(
 }
 
 fn page(limit: Option<u32>, before: Option<Id>) -> CommandPage {
-    CommandPage {
-        limit,
-        before: before.map(|b| b.0),
-    }
+    CommandPage::new(limit, before.map(|b| b.0))
 }
 
 fn enrollment_options(server_url: Option<String>, channel: Option<String>) -> EnrollmentOptions {
