@@ -26,12 +26,17 @@ use crate::error::ErrorInfo;
 /// the flattening (ids as text, enums as their wire words, the flags
 /// `online`, `is_final` and `ok` from the API's rules), written once.
 ///
-/// ```ignore
+/// ```
 /// rmm_bindings_common::server_values! {
 ///     #[derive(Debug, Clone)] Agent;
 ///     #[derive(Debug, Clone)] CommandResult;
 ///     #[derive(Clone)] EnrollmentBundle;
 /// }
+/// let json = r#"{"id":"0a0a0a0a-0000-4000-8000-000000000001","agent_id":"0a0a0a0a-0000-4000-8000-000000000002",
+///     "command_type":"sh","status":"completed","exit_code":0,"created_at":"2026-11-23T18:00:00Z"}"#;
+/// let info: rmm_client::CommandInfo = serde_json::from_str(json).unwrap();
+/// let r = CommandResult::from(info);
+/// assert_eq!((r.command_type.as_str(), r.status.as_str(), r.is_final, r.ok), ("sh", "completed", true, true));
 /// ```
 #[macro_export]
 macro_rules! server_values {
