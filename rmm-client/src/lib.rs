@@ -7,6 +7,13 @@
 //! [`ErrorKind`] so callers (and the Python/Node bindings) can map them to
 //! their own exception types.
 //!
+//! The requests and answers are the API contract's types (`rmm_api`,
+//! re-exported here, also as [`api`]; [`Agent`], [`CommandInfo`] and
+//! [`EnrollmentBundle`] are its views under this crate's names). A request
+//! is checked against the contract's rules before it is sent: a request
+//! the server would refuse fails with the same code, status and message
+//! ([`Error::Invalid`]) without a round trip.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), rmm_client::Error> {
 //! use rmm_client::{Client, CommandRequest, WaitOptions};
@@ -23,16 +30,28 @@
 //! ```
 //!
 //! Architecture invariant: this crate only speaks the public HTTP API; it
-//! shares types with the server only through `rmm-core`.
+//! shares types with the server only through `rmm-api` (the contract) and
+//! `rmm-core`.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Deserializer, Serialize};
+use rmm_api::{CommandAccepted, EnrollRequest, ErrorBody, LoginRequest, TokenResponse};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-pub use rmm_core::protocol::{CommandContext, CommandType};
+/// The API contract: every request, answer and enum, with its rules.
+pub use rmm_api as api;
+/// An agent as `GET /api/agents` lists it.
+pub use rmm_api::AgentView as Agent;
+/// A command and its result, as `GET /api/commands/:id` returns it.
+pub use rmm_api::CommandView as CommandInfo;
+/// An enrollment bundle, as `POST /api/v1/enroll-bundle` returns it.
+pub use rmm_api::EnrollResponse as EnrollmentBundle;
+pub use rmm_api::{
+    AgentStatus, Channel, CommandContext, CommandPage, CommandRequest, CommandRequestBuilder,
+    CommandStatus, CommandType, DetailText, Invalid, Phase,
+};
 
 /// Why a client call failed.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +92,11 @@ pub enum Error {
     /// A call needs a token but there is none: log in first or pass one.
     #[error("not logged in: call login() or pass a token")]
     NoToken,
+    /// The request breaks a rule of the API ([`rmm_api`]), so it was not
+    /// sent: the status, code and message are those the server would
+    /// answer with.
+    #[error("{} ({}, checked before sending)", .0.message, .0.code)]
+    Invalid(#[from] rmm_api::Invalid),
 }
 
 /// A coarse classification of [`Error`], for mapping to exception types.
@@ -106,17 +130,19 @@ pub enum ErrorKind {
 impl Error {
     /// The error's class.
     pub fn kind(&self) -> ErrorKind {
+        let of_status = |status| match status {
+            400 | 422 => ErrorKind::BadRequest,
+            401 => ErrorKind::Auth,
+            403 => ErrorKind::Forbidden,
+            404 => ErrorKind::NotFound,
+            409 => ErrorKind::Conflict,
+            413 => ErrorKind::TooLarge,
+            429 => ErrorKind::RateLimited,
+            _ => ErrorKind::Server,
+        };
         match self {
-            Error::Api { status, .. } => match status {
-                400 | 422 => ErrorKind::BadRequest,
-                401 => ErrorKind::Auth,
-                403 => ErrorKind::Forbidden,
-                404 => ErrorKind::NotFound,
-                409 => ErrorKind::Conflict,
-                413 => ErrorKind::TooLarge,
-                429 => ErrorKind::RateLimited,
-                _ => ErrorKind::Server,
-            },
+            Error::Api { status, .. } => of_status(*status),
+            Error::Invalid(e) => of_status(e.status),
             Error::Transport(_) => ErrorKind::Transport,
             Error::Decode(_) => ErrorKind::Server,
             Error::WaitTimeout { .. } => ErrorKind::Timeout,
@@ -125,29 +151,34 @@ impl Error {
         }
     }
 
-    /// The human-readable text: the server's `message` for API errors, the
-    /// display text otherwise.
+    /// The human-readable text: the server's `message` for API errors (and
+    /// the one it would send for [`Error::Invalid`]), the display text
+    /// otherwise.
     pub fn message(&self) -> String {
         match self {
             Error::Api { message, .. } => message.clone(),
+            Error::Invalid(e) => e.message.clone(),
             other => other.to_string(),
         }
     }
 
-    /// The HTTP status, for API errors.
+    /// The HTTP status, for API errors (and the one the server would answer
+    /// with, for [`Error::Invalid`]).
     pub fn status(&self) -> Option<u16> {
         match self {
             Error::Api { status, .. } => Some(*status),
+            Error::Invalid(e) => Some(e.status),
             _ => None,
         }
     }
 
-    /// The machine code: the server's `error` field for API errors, a fixed
-    /// word otherwise (`transport`, `decode`, `timeout`, `invalid_url`,
-    /// `unauthorized`).
+    /// The machine code: the server's `error` field for API errors (and the
+    /// one it would send for [`Error::Invalid`]), a fixed word otherwise
+    /// (`transport`, `decode`, `timeout`, `invalid_url`, `unauthorized`).
     pub fn code(&self) -> &str {
         match self {
             Error::Api { code, .. } => code,
+            Error::Invalid(e) => e.code,
             Error::Transport(_) => "transport",
             Error::Decode(_) => "decode",
             Error::WaitTimeout { .. } => "timeout",
@@ -173,195 +204,18 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Default + Deserialize<'de>,
-{
-    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
-}
-
-/// An agent as `GET /api/agents` lists it. Descriptive fields are empty
-/// until the agent first connects.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Agent {
-    /// The agent's id.
-    pub id: Uuid,
-    /// The name it was enrolled under (a DNS label).
-    #[serde(default, deserialize_with = "null_default")]
-    pub name: String,
-    /// Host name.
-    #[serde(default, deserialize_with = "null_default")]
-    pub hostname: String,
-    /// Operating system.
-    #[serde(default, deserialize_with = "null_default")]
-    pub os: String,
-    /// CPU architecture.
-    #[serde(default, deserialize_with = "null_default")]
-    pub arch: String,
-    /// Agent build version.
-    #[serde(default, deserialize_with = "null_default")]
-    pub agent_version: String,
-    /// Release channel (`stable` / `beta`).
-    #[serde(default, deserialize_with = "null_default")]
-    pub channel: String,
-    /// `online` or `offline`.
-    pub status: String,
-    /// When the agent was last heard from.
-    #[serde(default)]
-    pub last_seen: Option<DateTime<Utc>>,
-    /// The machine identity hash.
-    #[serde(default)]
-    pub machine_uid: Option<String>,
-    /// The address the agent enrolled or connected from.
-    #[serde(default)]
-    pub address: Option<String>,
-}
-
-impl Agent {
-    /// Whether the agent is connected now.
-    pub fn is_online(&self) -> bool {
-        self.status == "online"
-    }
-}
-
 /// The longest command timeout the server accepts, in seconds (7 days); it
-/// refuses 0 too (`invalid_timeout`). Callers that take a timeout from
-/// users check it against this before submitting.
+/// refuses 0 too (`invalid_timeout`). [`Client::submit`] checks it before
+/// sending ([`CommandRequest::validate`]).
 pub use rmm_core::protocol::MAX_COMMAND_TIMEOUT_SECS;
-
-/// A command to submit.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct CommandRequest {
-    /// Interpreter.
-    pub command_type: CommandType,
-    /// Script text.
-    pub command: String,
-    /// Security context.
-    pub context: CommandContext,
-    /// Timeout in seconds, 1 to [`MAX_COMMAND_TIMEOUT_SECS`].
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub timeout_secs: Option<u32>,
-}
-
-impl CommandRequest {
-    /// A `shell` command in the `system` context with no timeout.
-    pub fn shell(command: impl Into<String>) -> Self {
-        CommandRequest {
-            command_type: CommandType::Shell,
-            command: command.into(),
-            context: CommandContext::System,
-            timeout_secs: None,
-        }
-    }
-}
-
-/// A command and its result, as `GET /api/commands/:id` returns it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CommandInfo {
-    /// The command's id.
-    pub id: Uuid,
-    /// The agent it runs on.
-    pub agent_id: Uuid,
-    /// Interpreter.
-    pub command_type: CommandType,
-    /// Script text (empty in [`Client::agent_commands`] listings, which
-    /// omit it).
-    #[serde(default, deserialize_with = "null_default")]
-    pub command_text: String,
-    /// Security context (`system` or `user_session`).
-    #[serde(default)]
-    pub context: Option<CommandContext>,
-    /// The timeout the command was submitted with, in seconds.
-    #[serde(default)]
-    pub timeout_secs: Option<u32>,
-    /// `running` until final, then `completed`, `failed`, `timeout` or
-    /// `cancelled`.
-    pub status: String,
-    /// `queued`, `delivered`, `executing` or `done`.
-    #[serde(default)]
-    pub phase: Option<String>,
-    /// Exit code, once the process ended normally.
-    #[serde(default)]
-    pub exit_code: Option<i32>,
-    /// The signal that ended the process, if one did.
-    #[serde(default)]
-    pub signal: Option<i32>,
-    /// Captured stdout (capped by the server; empty in listings).
-    #[serde(default, deserialize_with = "null_default")]
-    pub stdout: String,
-    /// Captured stderr (capped by the server; empty in listings).
-    #[serde(default, deserialize_with = "null_default")]
-    pub stderr: String,
-    /// stdout was cut at the cap.
-    #[serde(default, deserialize_with = "null_default")]
-    pub stdout_truncated: bool,
-    /// stderr was cut at the cap.
-    #[serde(default, deserialize_with = "null_default")]
-    pub stderr_truncated: bool,
-    /// Why the command failed outside its process, when it did.
-    #[serde(default)]
-    pub error: Option<String>,
-    /// Who submitted it.
-    #[serde(default, deserialize_with = "null_default")]
-    pub created_by: String,
-    /// When the server accepted it.
-    pub created_at: DateTime<Utc>,
-    /// When it was first sent to the agent.
-    #[serde(default)]
-    pub delivered_at: Option<DateTime<Utc>>,
-    /// When the agent started it.
-    #[serde(default)]
-    pub started_at: Option<DateTime<Utc>>,
-    /// When it reached its final status.
-    #[serde(default)]
-    pub completed_at: Option<DateTime<Utc>>,
-    /// When a cancel was requested, if one was.
-    #[serde(default)]
-    pub cancel_requested_at: Option<DateTime<Utc>>,
-}
-
-impl CommandInfo {
-    /// Whether the command reached a final status.
-    pub fn is_final(&self) -> bool {
-        self.status != "running"
-    }
-
-    /// Whether the command completed with exit code 0.
-    pub fn is_success(&self) -> bool {
-        self.status == "completed" && self.exit_code == Some(0)
-    }
-}
-
-/// One page of [`Client::agent_commands`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CommandPage {
-    /// At most this many (1..=500; the server's default is 50).
-    pub limit: Option<u32>,
-    /// Only commands older than this command (the last id of the previous
-    /// page).
-    pub before: Option<Uuid>,
-}
-
-/// An enrollment bundle, as `POST /api/v1/enroll-bundle` returns it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EnrollmentBundle {
-    /// The one-time token.
-    pub token: String,
-    /// The one-line install command.
-    pub command: String,
-    /// When the token expires.
-    pub expires_at: DateTime<Utc>,
-    /// The id the agent will have.
-    pub agent_id: Uuid,
-}
 
 /// Options of [`Client::create_enrollment_with`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EnrollmentOptions {
     /// The URL the agent connects to (default: the server's public URL).
     pub server_url: Option<String>,
-    /// Release channel, `stable` (the default) or `beta`.
+    /// Release channel, `stable` (the default) or `beta`; another word is
+    /// refused before sending (400 `invalid_body`, as the server would).
     pub channel: Option<String>,
 }
 
@@ -377,11 +231,13 @@ pub struct WaitOptions {
 }
 
 impl WaitOptions {
-    /// The first poll interval of the default options.
-    pub const DEFAULT_INITIAL_INTERVAL: Duration = Duration::from_millis(20);
-    /// The largest poll interval of the default options: a command that
-    /// ends is seen within half a second.
-    pub const DEFAULT_MAX_INTERVAL: Duration = Duration::from_millis(500);
+    /// The first poll interval of the default options
+    /// ([`rmm_api::WAIT_INITIAL_INTERVAL`]).
+    pub const DEFAULT_INITIAL_INTERVAL: Duration = rmm_api::WAIT_INITIAL_INTERVAL;
+    /// The largest poll interval of the default options
+    /// ([`rmm_api::WAIT_MAX_INTERVAL`]): a command that ends is seen within
+    /// half a second.
+    pub const DEFAULT_MAX_INTERVAL: Duration = rmm_api::WAIT_MAX_INTERVAL;
 
     /// The default polling, giving up after `timeout` (`None`: never).
     pub fn with_timeout(timeout: Option<Duration>) -> Self {
@@ -400,23 +256,6 @@ impl Default for WaitOptions {
             max_interval: WaitOptions::DEFAULT_MAX_INTERVAL,
         }
     }
-}
-
-#[derive(Deserialize)]
-struct ErrorBody {
-    error: String,
-    #[serde(default)]
-    message: String,
-}
-
-#[derive(Deserialize)]
-struct TokenBody {
-    token: String,
-}
-
-#[derive(Deserialize)]
-struct CommandIdBody {
-    command_id: Uuid,
 }
 
 /// A client for one rmm-server. Cheap to clone; clones share the token.
@@ -489,7 +328,8 @@ impl Client {
 
     /// Logs in and keeps the token for later calls; returns the token.
     pub async fn login(&self, email: &str, password: &str) -> Result<String, Error> {
-        let body = serde_json::json!({"email": email, "password": password});
+        let body = LoginRequest::new(email, password);
+        body.login_name()?;
         let resp = self
             .http
             .post(format!("{}/api/auth/login", self.base))
@@ -497,7 +337,7 @@ impl Client {
             .send()
             .await
             .map_err(Error::Transport)?;
-        let TokenBody { token } = decode(resp).await?;
+        let TokenResponse { token, .. } = decode(resp).await?;
         self.set_token(Some(token.clone()));
         Ok(token)
     }
@@ -532,12 +372,14 @@ impl Client {
     }
 
     /// A page of an agent's commands, newest first, without script text and
-    /// output (fetch one with [`Client::command`] for those).
+    /// output (fetch one with [`Client::command`] for those). A `limit` out
+    /// of [`CommandPage::LIMIT`] is refused before sending.
     pub async fn agent_commands(
         &self,
         agent_id: Uuid,
         page: CommandPage,
     ) -> Result<Vec<CommandInfo>, Error> {
+        page.checked_limit()?;
         let mut query = Vec::new();
         if let Some(limit) = page.limit {
             query.push(format!("limit={limit}"));
@@ -554,9 +396,12 @@ impl Client {
             .await
     }
 
-    /// Submits a command; returns its id once the server stored it.
+    /// Submits a command; returns its id once the server stored it. A
+    /// request that breaks the rules ([`CommandRequest::validate`]) is
+    /// refused before sending.
     pub async fn submit(&self, agent_id: Uuid, req: &CommandRequest) -> Result<Uuid, Error> {
-        let CommandIdBody { command_id } = self
+        req.validate()?;
+        let CommandAccepted { command_id, .. } = self
             .post(&format!("/api/agents/{agent_id}/command"), req)
             .await?;
         Ok(command_id)
@@ -630,20 +475,23 @@ impl Client {
     }
 
     /// Creates an enrollment bundle with every option (admin only). A name
-    /// that is not a DNS label is [`ErrorKind::BadRequest`], a name already
+    /// that is not a DNS label is [`ErrorKind::BadRequest`] (refused before
+    /// sending, as a malformed server URL or channel), a name already
     /// enrolled [`ErrorKind::Conflict`].
     pub async fn create_enrollment_with(
         &self,
         agent_name: &str,
         opts: &EnrollmentOptions,
     ) -> Result<EnrollmentBundle, Error> {
-        let mut body = serde_json::json!({ "agent_name": agent_name });
-        if let Some(url) = &opts.server_url {
-            body["server_url"] = url.as_str().into();
-        }
-        if let Some(channel) = &opts.channel {
-            body["channel"] = channel.as_str().into();
-        }
+        let channel = opts
+            .channel
+            .as_deref()
+            .map(rmm_api::parse_channel)
+            .transpose()?;
+        let body = EnrollRequest::new(agent_name)
+            .server_url(opts.server_url.clone())
+            .channel(channel);
+        body.validate()?;
         self.post("/api/v1/enroll-bundle", &body).await
     }
 }
@@ -661,7 +509,7 @@ async fn decode<T: for<'de> Deserialize<'de>>(resp: reqwest::Response) -> Result
         });
     }
     let (code, message) = match serde_json::from_slice::<ErrorBody>(&bytes) {
-        Ok(b) => (b.error, b.message),
+        Ok(ErrorBody { error, message, .. }) => (error, message),
         Err(_) => (
             status
                 .canonical_reason()
@@ -735,5 +583,60 @@ mod tests {
     async fn calls_without_token_fail_before_sending() {
         let c = Client::new("http://127.0.0.1:9").unwrap();
         assert!(matches!(c.agents().await, Err(Error::NoToken)));
+    }
+
+    /// Nothing listens on port 9: an answer other than a transport error
+    /// was decided before sending, with the server's status and code.
+    #[tokio::test]
+    async fn requests_that_break_the_rules_fail_before_sending() {
+        let c = Client::new("http://127.0.0.1:9").unwrap().with_token("t");
+        let id = Uuid::nil();
+        let check = |e: Error, status: u16, code: &str, message: &str| {
+            assert_eq!(
+                (e.kind(), e.status(), e.code(), e.message()),
+                (
+                    ErrorKind::BadRequest,
+                    Some(status),
+                    code,
+                    message.to_owned()
+                )
+            );
+            assert_eq!(
+                e.to_string(),
+                format!("{message} ({code}, checked before sending)")
+            );
+        };
+        let e = c
+            .submit(id, &CommandRequest::shell(" \n"))
+            .await
+            .unwrap_err();
+        check(e, 422, "invalid_command", "command is empty");
+        let mut long = CommandRequest::shell("true");
+        long.timeout_secs = Some(MAX_COMMAND_TIMEOUT_SECS + 1);
+        let e = c.run_and_wait(id, &long, WaitOptions::default()).await;
+        let message = "timeout_secs must be between 1 and 604800";
+        check(e.unwrap_err(), 422, "invalid_timeout", message);
+        let e = c.agent_commands(id, CommandPage::new(Some(0), None)).await;
+        let message = "limit must be between 1 and 500";
+        check(e.unwrap_err(), 400, "invalid_query", message);
+        let e = c.create_enrollment("Not A Label", None).await.unwrap_err();
+        let message = "agent_name must match ^[a-z0-9][a-z0-9-]{0,62}$";
+        check(e, 422, "invalid_agent_name", message);
+        let opts = EnrollmentOptions {
+            server_url: None,
+            channel: Some("nightly".into()),
+        };
+        let e = c.create_enrollment_with("a", &opts).await.unwrap_err();
+        let message = "channel: unknown channel `nightly` (expected stable or beta)";
+        check(e, 400, "invalid_body", message);
+        let e = c.login("a\u{7}@b", "pw").await.unwrap_err();
+        let message = "the email contains control characters";
+        check(e, 422, "invalid_credentials_format", message);
+        // a valid request is sent
+        let e = c
+            .submit(id, &CommandRequest::shell("true"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Transport, "{e}");
     }
 }

@@ -30,15 +30,7 @@ pub fn token_shape_ok(token: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// True for a DNS-label-safe agent name: `^[a-z0-9][a-z0-9-]{0,62}$`.
-pub fn valid_agent_name(name: &str) -> bool {
-    let b = name.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-}
+pub use rmm_api::valid_agent_name;
 
 /// The agent's `config.json` inside the payload.
 #[derive(Debug, Clone, Serialize)]

@@ -4,10 +4,12 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 
 use crate::service::ServiceError;
 use crate::store::StoreError;
+
+/// The JSON error body (the API contract's).
+pub use rmm_api::ErrorBody;
 
 /// An API error: status, machine code and human message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,15 +22,6 @@ pub struct ApiError {
     pub message: String,
     /// Seconds to wait, for 429 (`Retry-After`).
     pub retry_after: Option<u64>,
-}
-
-/// The JSON error body.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ErrorBody {
-    /// Machine-readable code.
-    pub error: String,
-    /// Human-readable message.
-    pub message: String,
 }
 
 impl ApiError {
@@ -135,7 +128,7 @@ impl From<StoreError> for ApiError {
 impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
         match e {
-            ServiceError::Invalid { code, message } => ApiError::unprocessable(code, message),
+            ServiceError::Invalid(invalid) => invalid.into(),
             ServiceError::NotFound(m) => ApiError::not_found(m),
             ServiceError::Conflict(m) => ApiError::conflict(m),
             ServiceError::Store(e) => e.into(),
@@ -144,12 +137,16 @@ impl From<ServiceError> for ApiError {
     }
 }
 
+impl From<rmm_api::Invalid> for ApiError {
+    fn from(e: rmm_api::Invalid) -> Self {
+        let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
+        ApiError::new(status, e.code, e.message)
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody {
-            error: self.code.to_owned(),
-            message: self.message,
-        };
+        let body = ErrorBody::new(self.code, self.message);
         let mut resp = (self.status, axum::Json(body)).into_response();
         if let Some(secs) = self.retry_after
             && let Ok(v) = HeaderValue::from_str(&secs.to_string())

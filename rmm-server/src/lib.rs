@@ -97,16 +97,7 @@ pub struct App {
 
 /// The host of an `http(s)://host[:port][/...]` URL (brackets of an IPv6
 /// literal removed).
-pub fn url_host(url: &str) -> Option<String> {
-    let rest = url.split_once("://")?.1;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next()?,
-        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
-    };
-    (!host.is_empty()).then(|| host.to_ascii_lowercase())
-}
+pub use rmm_api::url_host;
 
 pub use rmm_core::transport::is_loopback_host;
 
@@ -302,14 +293,8 @@ async fn ensure_first_admin(
     if state.store.count_users().await? > 0 {
         return Ok(());
     }
-    let user = service::users::create(
-        state,
-        &Actor::new("system", None),
-        email,
-        password.to_owned(),
-        Role::Admin,
-    )
-    .await;
+    let req = rmm_api::UserCreate::new(email, password, Role::Admin);
+    let user = service::users::create(state, &Actor::system(), req).await;
     match user {
         Ok(user) => tracing::info!(email = %user.email, "created the first admin"),
         // Another replica made it first.

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
+use rmm_api::UserCreate;
 use rmm_core::channel::Channel;
 use rmm_server::service::Actor;
 use rmm_server::store::Role;
@@ -290,9 +291,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .context("cannot read the password from stdin")?;
             let password = password.trim_end_matches(['\r', '\n']).to_owned();
             let state = offline_state(store_config(&store), "http://127.0.0.1".into()).await?;
-            let user =
-                rmm_server::service::users::create(&state, &Actor::cli(), &email, password, role)
-                    .await?;
+            let user = rmm_server::service::users::create(
+                &state,
+                &Actor::cli(),
+                UserCreate::new(email, password, role),
+            )
+            .await?;
             println!("created {} user {} ({})", role, user.email, user.id);
             Ok(())
         }
@@ -315,7 +319,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 channel,
             )
             .await?;
-            let b = rmm_server::api::EnrollResponse::from(b);
+            let b = rmm_server::api::enroll_response(b);
             if json {
                 println!(
                     "{}",

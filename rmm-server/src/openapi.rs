@@ -27,7 +27,7 @@
 //! routes that need it. Clients (and `scripts/api-fuzz`) log in and send
 //! the token as the scheme says.
 
-use utoipa::openapi::schema::{AnyOf, Object, ObjectBuilder, Schema, SchemaType, Type};
+use utoipa::openapi::schema::{AnyOf, Object, Schema, SchemaType, Type};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
@@ -35,119 +35,15 @@ use utoipa::{Modify, OpenApi};
 use crate::api;
 use crate::error::ErrorBody;
 
-/// Rust's `char::is_whitespace` (Unicode `White_Space`), as the body of a
-/// regex character class (ECMA-262, Python and Rust regex agree on it).
-pub const WHITESPACE: &str =
-    r"\t\n\u000B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000";
-/// Rust's `char::is_control` (`Cc`), as the body of a character class.
-pub const CONTROL: &str = r"\u0000-\u001F\u007F-\u009F";
-
-/// The pattern of a login e-mail: no control character once surrounding
-/// whitespace is trimmed (what `POST /api/auth/login` refuses with 422).
-pub fn login_email_pattern() -> String {
-    format!("^[{WHITESPACE}]*[^{CONTROL}]*[{WHITESPACE}]*$")
-}
-
-/// The pattern of a new user's e-mail: once trimmed, `local@domain` with
-/// a non-empty local part (no `@`) and domain, no whitespace or control
-/// character.
-pub fn user_email_pattern() -> String {
-    let plain = format!("{WHITESPACE}{CONTROL}");
-    format!("^[{WHITESPACE}]*[^{plain}@]+@[^{plain}]+[{WHITESPACE}]*$")
-}
-
-/// The pattern of an enrollment's `server_url`, as [`crate::service::enrollment::create_bundle`]
-/// checks it: `http://` or `https://`, a non-empty host as
-/// [`crate::url_host`] reads it (after the last `@` of the authority; in
-/// brackets, or before the last `:`), no whitespace or control character.
-/// Unless `insecure_http`, plain `http://` needs a loopback host
-/// (`localhost`, `127.0.0.0/8` or `[::1]`; the server also takes other
-/// spellings of `::1`).
-pub fn server_url_pattern(insecure_http: bool) -> String {
-    let plain = format!("{WHITESPACE}{CONTROL}");
-    let userinfo = format!("(?:[^{plain}/?#]*@)?");
-    let c = format!("[^{plain}/?#@]"); // a character of the host and port
-    let rest = format!("(?:[/?#][^{plain}]*)?");
-    let any_host = format!(r"(?:\[[^{plain}/?#@\]]{c}*|[^{plain}/?#@\[:]{c}*|:{c}*:{c}*)");
-    let octet = "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])";
-    let loopback = format!(
-        r"(?:(?:[Ll][Oo][Cc][Aa][Ll][Hh][Oo][Ss][Tt]|127\.{octet}\.{octet}\.{octet})(?::[^{plain}/?#@:]*)?|\[::1(?:\]{c}*)?)"
-    );
-    if insecure_http {
-        format!("^https?://{userinfo}{any_host}{rest}$")
-    } else {
-        format!("^(?:https://{userinfo}{any_host}|http://{userinfo}{loopback}){rest}$")
-    }
-}
-
-fn string(description: &str) -> ObjectBuilder {
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .description(Some(description))
-}
-
-fn words(description: &str, words: &[&str]) -> Object {
-    string(description)
-        .enum_values(Some(words.iter().copied()))
-        .build()
-}
-
-/// `command_type`: the interpreter words of the protocol.
-pub fn command_type() -> Object {
-    words(
-        "Interpreter (`shell` is an alias of `sh`).",
-        rmm_core::protocol::CommandType::WORDS,
-    )
-}
-
-/// `context`: the security context words of the protocol.
-pub fn command_context() -> Object {
-    words(
-        "Security context.",
-        rmm_core::protocol::CommandContext::WORDS,
-    )
-}
-
-/// A string with at least one character that is not whitespace.
-pub fn not_blank() -> Object {
-    string("Not empty or whitespace only.")
-        .pattern(Some(format!("[^{WHITESPACE}]")))
-        .build()
-}
-
-/// `email` of `POST /api/auth/login`.
-pub fn login_email() -> Object {
-    string("E-mail (case-insensitive; surrounding whitespace ignored).")
-        .max_length(Some(api::MAX_EMAIL_CHARS))
-        .pattern(Some(login_email_pattern()))
-        .build()
-}
-
-/// `email` of `POST /api/users`.
-pub fn user_email() -> Object {
-    string("E-mail: `name@domain`, stored lowercase, surrounding whitespace ignored.")
-        .max_length(Some(api::MAX_EMAIL_CHARS))
-        .pattern(Some(user_email_pattern()))
-        .build()
-}
-
-fn server_url(insecure_http: bool) -> Object {
-    ObjectBuilder::new()
-        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
-        .description(Some(
-            "The URL the agent connects to (default: this server's public URL). Plain \
-             `http://` only to a loopback host unless the server runs with `--insecure-http`.",
-        ))
-        .max_length(Some(api::MAX_SERVER_URL_CHARS))
-        .pattern(Some(server_url_pattern(insecure_http)))
-        .build()
-}
-
-/// `server_url` of `POST /api/v1/enroll-bundle` under the default policy
-/// (plain HTTP to loopback only); [`document`] swaps in the running one.
-pub fn server_url_strict() -> Object {
-    server_url(false)
-}
+/// The character classes and patterns of the text rules: `rmm_api`'s.
+pub use rmm_api::pattern::{
+    CONTROL, WHITESPACE, login_email as login_email_pattern, server_url as server_url_pattern,
+    user_email as user_email_pattern,
+};
+/// The schemas of the rmm-core words and the text rules: `rmm_api`'s.
+pub use rmm_api::schema::{
+    command_context, command_type, login_email, not_blank, server_url_strict, user_email,
+};
 
 /// The OpenAPI description of the API.
 #[derive(OpenApi)]
@@ -164,8 +60,8 @@ pub fn server_url_strict() -> Object {
         ErrorBody, api::AgentView, api::AgentStatus, api::CommandView, api::UserView,
         api::AuditView, api::LoginRequest, api::TokenResponse, api::CommandRequest,
         api::CommandAccepted, api::EnrollRequest, api::EnrollResponse, api::ChannelWord,
-        api::UserCreate, api::UserUpdate, api::ReleaseView, crate::store::Role,
-        crate::store::CommandStatus, crate::store::Phase, api::InventoryView
+        api::UserCreate, api::UserUpdate, api::ReleaseView, api::Role,
+        api::CommandStatus, api::Phase, api::InventoryView
     )),
     modifiers(&Completions)
 )]
@@ -303,7 +199,7 @@ pub fn document(insecure_http: bool) -> serde_json::Value {
     {
         enroll.properties.insert(
             "server_url".to_owned(),
-            RefOr::T(Schema::Object(server_url(insecure_http))),
+            RefOr::T(Schema::Object(rmm_api::schema::server_url(insecure_http))),
         );
     }
     let mut json = serde_json::to_value(&doc).unwrap_or_default();
@@ -336,45 +232,6 @@ pub fn document(insecure_http: bool) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The classes are Rust's predicates, character for character.
-    #[test]
-    fn the_classes_are_rusts_whitespace_and_control() {
-        let ws = regex::Regex::new(&format!("^[{WHITESPACE}]$")).unwrap();
-        let ctrl = regex::Regex::new(&format!("^[{CONTROL}]$")).unwrap();
-        let mut buf = [0u8; 4];
-        for c in (0..=0x10_FFFF).filter_map(char::from_u32) {
-            let s = c.encode_utf8(&mut buf);
-            assert_eq!(ws.is_match(s), c.is_whitespace(), "{c:?}");
-            assert_eq!(ctrl.is_match(s), c.is_control(), "{c:?}");
-        }
-    }
-
-    fn check(pattern: &str, input: &str, want: bool) {
-        let re = regex::Regex::new(pattern).unwrap();
-        assert_eq!(re.is_match(input), want, "{input:?} against {pattern}");
-    }
-
-    #[test]
-    fn server_urls_follow_the_insecure_http_setting() {
-        let strict = server_url_pattern(false);
-        let open = server_url_pattern(true);
-        for (url, strict_ok, open_ok) in [
-            ("https://rmm.example.com", true, true),
-            ("http://rmm.example.com", false, true),
-            ("http://localhost:3001/", true, true),
-            ("http://127.10.0.1", true, true),
-            ("http://user@127.0.0.1:1", true, true),
-            ("http://localhost:1:2", false, true),
-            ("http://[::1]", true, true),
-            ("http://[::2]", false, true),
-            ("https://", false, false),
-            ("http://a\u{85}b", false, false),
-        ] {
-            check(&strict, url, strict_ok);
-            check(&open, url, open_ok);
-        }
-    }
 
     #[test]
     fn the_served_document_carries_the_running_policy_and_camel_case_links() {

@@ -13,10 +13,12 @@
 //!   arguments as the languages pass them (text, optional numbers of
 //!   seconds) -> typed requests, with one set of rules and messages
 //!   (argument names spelled per [`Lang`]). Limits and defaults are those
-//!   of `rmm-client` / `rmm-proxmox`, not restated here.
+//!   of `rmm-api` (through `rmm-client`) / `rmm-proxmox`, not restated
+//!   here.
 //! - [`server`], [`proxmox`], [`channel`]: every operation once, as a
 //!   future returning plain structs (ids and enums as text) that the
-//!   bindings copy field by field into their own types.
+//!   bindings copy field by field into their own types; the server API's
+//!   value types are defined once for all of them by [`server_values!`].
 //!
 //! Architecture invariant: no pyo3, napi or async runtime here; the futures
 //! run on whatever runtime the binding drives them with.
@@ -28,4 +30,11 @@ pub mod proxmox;
 pub mod server;
 
 pub use args::{Lang, parse_id, parse_upid};
+
+/// What [`server_values!`] expands to refers to (not an API).
+#[doc(hidden)]
+pub mod __macro {
+    pub use chrono::{DateTime, Utc};
+    pub use rmm_client::{Agent, CommandInfo, EnrollmentBundle};
+}
 pub use error::{Details, ErrorClass, ErrorInfo};

@@ -4,7 +4,6 @@
 
 use std::future::Future;
 
-use chrono::{DateTime, Utc};
 use napi::Env;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
@@ -26,157 +25,13 @@ where
     })
 }
 
-/// An agent as the server lists it.
-#[napi(object)]
-pub struct Agent {
-    /// The agent's id (a UUID).
-    pub id: String,
-    /// The name it was enrolled under.
-    pub name: String,
-    /// Host name (empty until it first connected).
-    pub hostname: String,
-    /// `linux`, `windows`, `darwin`.
-    pub os: String,
-    /// CPU architecture.
-    pub arch: String,
-    /// Agent build version.
-    pub agent_version: String,
-    /// `stable` or `beta`.
-    pub channel: String,
-    /// `online` or `offline`.
-    pub status: String,
-    /// Whether the agent is connected now.
-    pub online: bool,
-    /// When it was last heard from.
-    pub last_seen: Option<DateTime<Utc>>,
-    /// Machine identity hash.
-    pub machine_uid: Option<String>,
-    /// Address it enrolled or connected from.
-    pub address: Option<String>,
-}
-
-impl From<ops::Agent> for Agent {
-    fn from(a: ops::Agent) -> Self {
-        Agent {
-            online: a.online(),
-            id: a.id,
-            name: a.name,
-            hostname: a.hostname,
-            os: a.os,
-            arch: a.arch,
-            agent_version: a.agent_version,
-            channel: a.channel,
-            status: a.status,
-            last_seen: a.last_seen,
-            machine_uid: a.machine_uid,
-            address: a.address,
-        }
-    }
-}
-
-/// A command and, once it is final, its result.
-#[napi(object)]
-pub struct CommandResult {
-    /// The command's id.
-    pub id: String,
-    /// The agent it runs on.
-    pub agent_id: String,
-    /// `shell`, `bash`, `sh`, `powershell` or `python`.
-    pub command_type: String,
-    /// The script text (empty in listings).
-    pub command: String,
-    /// `system` or `user_session`.
-    pub context: Option<String>,
-    /// The timeout it was submitted with, in seconds.
-    pub timeout: Option<u32>,
-    /// `running`, then `completed`, `failed`, `timeout` or `cancelled`.
-    pub status: String,
-    /// `queued`, `delivered`, `executing` or `done`.
-    pub phase: Option<String>,
-    /// Exit code once the process ended.
-    pub exit_code: Option<i32>,
-    /// Signal that ended the process, if one did.
-    pub signal: Option<i32>,
-    /// Captured standard output.
-    pub stdout: String,
-    /// Captured standard error.
-    pub stderr: String,
-    /// stdout was cut at the server's cap.
-    pub stdout_truncated: bool,
-    /// stderr was cut at the server's cap.
-    pub stderr_truncated: bool,
-    /// Why it failed outside its process (no user session, no interpreter).
-    pub error: Option<String>,
-    /// Who submitted it.
-    pub created_by: String,
-    /// Accepted by the server.
-    pub created_at: DateTime<Utc>,
-    /// First sent to the agent.
-    pub delivered_at: Option<DateTime<Utc>>,
-    /// Started on the agent.
-    pub started_at: Option<DateTime<Utc>>,
-    /// Reached its final status.
-    pub completed_at: Option<DateTime<Utc>>,
-    /// Cancellation requested.
-    pub cancel_requested_at: Option<DateTime<Utc>>,
-    /// Whether the status is final (not `running`).
-    pub is_final: bool,
-    /// Whether it completed with exit code 0.
-    pub ok: bool,
-}
-
-impl From<ops::CommandResult> for CommandResult {
-    fn from(c: ops::CommandResult) -> Self {
-        CommandResult {
-            is_final: c.is_final(),
-            ok: c.ok(),
-            id: c.id,
-            agent_id: c.agent_id,
-            command_type: c.command_type,
-            command: c.command,
-            context: c.context,
-            timeout: c.timeout,
-            status: c.status,
-            phase: c.phase,
-            exit_code: c.exit_code,
-            signal: c.signal,
-            stdout: c.stdout,
-            stderr: c.stderr,
-            stdout_truncated: c.stdout_truncated,
-            stderr_truncated: c.stderr_truncated,
-            error: c.error,
-            created_by: c.created_by,
-            created_at: c.created_at,
-            delivered_at: c.delivered_at,
-            started_at: c.started_at,
-            completed_at: c.completed_at,
-            cancel_requested_at: c.cancel_requested_at,
-        }
-    }
-}
-
-/// An enrollment bundle: the one-line install command for a new agent.
-#[napi(object)]
-pub struct EnrollmentBundle {
-    /// The id the agent will have.
-    pub agent_id: String,
-    /// The one-time token (valid a few minutes; a secret).
-    pub token: String,
-    /// `curl -fsSL <server>/.../<token>.sh | sudo bash`.
-    pub command: String,
-    /// When the token expires.
-    pub expires_at: DateTime<Utc>,
-}
-
-impl From<ops::EnrollmentBundle> for EnrollmentBundle {
-    fn from(b: ops::EnrollmentBundle) -> Self {
-        EnrollmentBundle {
-            agent_id: b.agent_id,
-            token: b.token,
-            command: b.command,
-            expires_at: b.expires_at,
-        }
-    }
+rmm_bindings_common::server_values! {
+    #[napi(object)]
+    Agent;
+    #[napi(object)]
+    CommandResult;
+    #[napi(object)]
+    EnrollmentBundle;
 }
 
 /// Options of `Client.run`.
@@ -268,9 +123,7 @@ impl Client {
     #[napi]
     pub fn agents<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, Vec<Agent>>> {
         let c = self.inner.clone();
-        promise(env, async move {
-            Ok(ops::agents(c).await?.into_iter().map(Agent::from).collect())
-        })
+        promise(env, ops::agents(c))
     }
 
     /// One agent.
@@ -279,7 +132,7 @@ impl Client {
         let c = self.inner.clone();
         promise(env, async move {
             let id = parse_id(&agent_id, Some("agent id"))?;
-            Ok(ops::agent(c, id).await?.into())
+            ops::agent(c, id).await
         })
     }
 
@@ -306,7 +159,7 @@ impl Client {
                 wait_timeout: opts.wait_timeout,
             };
             let run = Run::parse(Lang::JavaScript, command, args)?;
-            Ok(ops::run(c, agent, run).await?.into())
+            ops::run(c, agent, run).await
         })
     }
 
@@ -320,7 +173,7 @@ impl Client {
         let c = self.inner.clone();
         promise(env, async move {
             let id = parse_id(&command_id, Some("command id"))?;
-            Ok(ops::command(c, id).await?.into())
+            ops::command(c, id).await
         })
     }
 
@@ -337,7 +190,7 @@ impl Client {
         promise(env, async move {
             let id = parse_id(&command_id, Some("command id"))?;
             let opts = wait_options(Lang::JavaScript, timeout)?;
-            Ok(ops::wait(c, id, opts).await?.into())
+            ops::wait(c, id, opts).await
         })
     }
 
@@ -352,7 +205,7 @@ impl Client {
         let c = self.inner.clone();
         promise(env, async move {
             let id = parse_id(&command_id, Some("command id"))?;
-            Ok(ops::cancel(c, id).await?.into())
+            ops::cancel(c, id).await
         })
     }
 
@@ -374,12 +227,8 @@ impl Client {
                 .as_deref()
                 .map(|b| parse_id(b, Some("before")))
                 .transpose()?;
-            let page = CommandPage {
-                limit: opts.limit,
-                before,
-            };
-            let list = ops::agent_commands(c, agent, page).await?;
-            Ok(list.into_iter().map(CommandResult::from).collect())
+            let page = CommandPage::new(opts.limit, before);
+            ops::agent_commands(c, agent, page).await
         })
     }
 
@@ -398,7 +247,7 @@ impl Client {
                 server_url: opts.server_url,
                 channel: opts.channel,
             };
-            Ok(ops::create_enrollment(c, agent_name, o).await?.into())
+            ops::create_enrollment(c, agent_name, o).await
         })
     }
 }

@@ -6,10 +6,8 @@
 //! [`block_on`] (GIL released) and handed to asyncio by `AsyncClient` with
 //! [`awaitable`], and the results are copied into pyclasses.
 
-use std::future::Future;
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 use rmm_bindings_common::server::{self as ops, Run, RunArgs, wait_options};
@@ -53,53 +51,16 @@ fn uuid_class(py: Python<'_>) -> PyResult<&Bound<'_, pyo3::types::PyType>> {
     UUID.import(py, "uuid", "UUID")
 }
 
-/// An agent as the server lists it.
-#[pyclass(frozen, get_all, module = "rmm")]
-#[derive(Debug, Clone)]
-pub struct Agent {
-    /// The agent's id (a UUID string).
-    pub id: String,
-    /// The name it was enrolled under.
-    pub name: String,
-    /// Host name (empty until it first connected).
-    pub hostname: String,
-    /// `linux`, `windows`, `darwin`.
-    pub os: String,
-    /// CPU architecture.
-    pub arch: String,
-    /// Agent build version.
-    pub agent_version: String,
-    /// `stable` or `beta`.
-    pub channel: String,
-    /// `online` or `offline`.
-    pub status: String,
-    /// When it was last heard from.
-    pub last_seen: Option<DateTime<Utc>>,
-    /// Machine identity hash.
-    pub machine_uid: Option<String>,
-    /// Address it enrolled or connected from.
-    pub address: Option<String>,
-    /// Whether the agent is connected now.
-    pub online: bool,
-}
-
-impl From<ops::Agent> for Agent {
-    fn from(a: ops::Agent) -> Self {
-        Agent {
-            online: a.online(),
-            id: a.id,
-            name: a.name,
-            hostname: a.hostname,
-            os: a.os,
-            arch: a.arch,
-            agent_version: a.agent_version,
-            channel: a.channel,
-            status: a.status,
-            last_seen: a.last_seen,
-            machine_uid: a.machine_uid,
-            address: a.address,
-        }
-    }
+rmm_bindings_common::server_values! {
+    #[pyclass(frozen, get_all, module = "rmm")]
+    #[derive(Debug, Clone)]
+    Agent;
+    #[pyclass(frozen, get_all, module = "rmm")]
+    #[derive(Debug, Clone)]
+    CommandResult;
+    #[pyclass(frozen, get_all, module = "rmm")]
+    #[derive(Clone)]
+    EnrollmentBundle;
 }
 
 #[pymethods]
@@ -109,88 +70,6 @@ impl Agent {
             "Agent(id={:?}, name={:?}, hostname={:?}, os={:?}, status={:?})",
             self.id, self.name, self.hostname, self.os, self.status
         )
-    }
-}
-
-/// A command and, once it is final, its result.
-#[pyclass(frozen, get_all, module = "rmm")]
-#[derive(Debug, Clone)]
-pub struct CommandResult {
-    /// The command's id.
-    pub id: String,
-    /// The agent it runs on.
-    pub agent_id: String,
-    /// `shell`, `bash`, `sh`, `powershell` or `python`.
-    pub command_type: String,
-    /// The script text (empty in listings).
-    pub command: String,
-    /// `system` or `user_session`.
-    pub context: Option<String>,
-    /// The timeout it was submitted with, in seconds.
-    pub timeout: Option<u32>,
-    /// `running`, then `completed`, `failed`, `timeout` or `cancelled`.
-    pub status: String,
-    /// `queued`, `delivered`, `executing` or `done`.
-    pub phase: Option<String>,
-    /// Exit code once the process ended.
-    pub exit_code: Option<i32>,
-    /// Signal that ended the process, if one did.
-    pub signal: Option<i32>,
-    /// Captured standard output.
-    pub stdout: String,
-    /// Captured standard error.
-    pub stderr: String,
-    /// stdout was cut at the server's cap.
-    pub stdout_truncated: bool,
-    /// stderr was cut at the server's cap.
-    pub stderr_truncated: bool,
-    /// Why it failed outside its process (no user session, no interpreter).
-    pub error: Option<String>,
-    /// Who submitted it.
-    pub created_by: String,
-    /// Accepted by the server.
-    pub created_at: DateTime<Utc>,
-    /// First sent to the agent.
-    pub delivered_at: Option<DateTime<Utc>>,
-    /// Started on the agent.
-    pub started_at: Option<DateTime<Utc>>,
-    /// Reached its final status.
-    pub completed_at: Option<DateTime<Utc>>,
-    /// Cancellation requested.
-    pub cancel_requested_at: Option<DateTime<Utc>>,
-    /// Whether the command reached a final status.
-    pub is_final: bool,
-    /// Whether it completed with exit code 0.
-    pub ok: bool,
-}
-
-impl From<ops::CommandResult> for CommandResult {
-    fn from(c: ops::CommandResult) -> Self {
-        CommandResult {
-            is_final: c.is_final(),
-            ok: c.ok(),
-            id: c.id,
-            agent_id: c.agent_id,
-            command_type: c.command_type,
-            command: c.command,
-            context: c.context,
-            timeout: c.timeout,
-            status: c.status,
-            phase: c.phase,
-            exit_code: c.exit_code,
-            signal: c.signal,
-            stdout: c.stdout,
-            stderr: c.stderr,
-            stdout_truncated: c.stdout_truncated,
-            stderr_truncated: c.stderr_truncated,
-            error: c.error,
-            created_by: c.created_by,
-            created_at: c.created_at,
-            delivered_at: c.delivered_at,
-            started_at: c.started_at,
-            completed_at: c.completed_at,
-            cancel_requested_at: c.cancel_requested_at,
-        }
     }
 }
 
@@ -213,31 +92,6 @@ impl CommandResult {
                 .map_or_else(|| "None".to_owned(), |c| c.to_string()),
             preview(&self.stdout)
         )
-    }
-}
-
-/// An enrollment bundle: the one-line install command for a new agent.
-#[pyclass(frozen, get_all, module = "rmm")]
-#[derive(Clone)]
-pub struct EnrollmentBundle {
-    /// The id the agent will have.
-    pub agent_id: String,
-    /// The one-time token (valid a few minutes; a secret).
-    pub token: String,
-    /// `curl -fsSL <server>/.../<token>.sh | sudo bash`.
-    pub command: String,
-    /// When the token expires.
-    pub expires_at: DateTime<Utc>,
-}
-
-impl From<ops::EnrollmentBundle> for EnrollmentBundle {
-    fn from(b: ops::EnrollmentBundle) -> Self {
-        EnrollmentBundle {
-            agent_id: b.agent_id,
-            token: b.token,
-            command: b.command,
-            expires_at: b.expires_at,
-        }
     }
 }
 
@@ -281,25 +135,8 @@ impl Core {
     }
 }
 
-/// `fut`'s result converted into `U` (a pyclass).
-async fn into<T, U: From<T>>(
-    fut: impl Future<Output = Result<T, ErrorInfo>>,
-) -> Result<U, ErrorInfo> {
-    fut.await.map(U::from)
-}
-
-/// `fut`'s results converted into `U`s.
-async fn into_all<T, U: From<T>>(
-    fut: impl Future<Output = Result<Vec<T>, ErrorInfo>>,
-) -> Result<Vec<U>, ErrorInfo> {
-    Ok(fut.await?.into_iter().map(U::from).collect())
-}
-
 fn page(limit: Option<u32>, before: Option<Id>) -> CommandPage {
-    CommandPage {
-        limit,
-        before: before.map(|b| b.0),
-    }
+    CommandPage::new(limit, before.map(|b| b.0))
 }
 
 fn enrollment_options(server_url: Option<String>, channel: Option<String>) -> EnrollmentOptions {
@@ -386,13 +223,13 @@ impl Client {
     /// Every agent.
     fn agents(&self, py: Python<'_>) -> PyResult<Vec<Agent>> {
         let c = self.core.client().map_err(|e| e.into_pyerr(py))?;
-        block_on(py, into_all::<_, Agent>(ops::agents(c)))
+        block_on(py, ops::agents::<Agent>(c))
     }
 
     /// One agent.
     fn agent(&self, py: Python<'_>, agent_id: Id) -> PyResult<Agent> {
         let c = self.core.client().map_err(|e| e.into_pyerr(py))?;
-        block_on(py, into::<_, Agent>(ops::agent(c, agent_id.0)))
+        block_on(py, ops::agent::<Agent>(c, agent_id.0))
     }
 
     /// Runs a command on an agent.
@@ -416,13 +253,13 @@ impl Client {
             ))
         };
         let (c, run) = prep().map_err(|e| e.into_pyerr(py))?;
-        block_on(py, into::<_, CommandResult>(ops::run(c, agent_id.0, run)))
+        block_on(py, ops::run::<CommandResult>(c, agent_id.0, run))
     }
 
     /// A command's current state.
     fn command(&self, py: Python<'_>, command_id: Id) -> PyResult<CommandResult> {
         let c = self.core.client().map_err(|e| e.into_pyerr(py))?;
-        block_on(py, into::<_, CommandResult>(ops::command(c, command_id.0)))
+        block_on(py, ops::command::<CommandResult>(c, command_id.0))
     }
 
     /// Waits until a command is final.
@@ -437,16 +274,13 @@ impl Client {
             Ok((self.core.client()?, wait_options(Lang::Python, timeout)?))
         };
         let (c, opts) = prep().map_err(|e| e.into_pyerr(py))?;
-        block_on(
-            py,
-            into::<_, CommandResult>(ops::wait(c, command_id.0, opts)),
-        )
+        block_on(py, ops::wait::<CommandResult>(c, command_id.0, opts))
     }
 
     /// Asks the server to cancel a command.
     fn cancel(&self, py: Python<'_>, command_id: Id) -> PyResult<CommandResult> {
         let c = self.core.client().map_err(|e| e.into_pyerr(py))?;
-        block_on(py, into::<_, CommandResult>(ops::cancel(c, command_id.0)))
+        block_on(py, ops::cancel::<CommandResult>(c, command_id.0))
     }
 
     /// A page of an agent's commands, newest first.
@@ -461,7 +295,7 @@ impl Client {
         let c = self.core.client().map_err(|e| e.into_pyerr(py))?;
         block_on(
             py,
-            into_all::<_, CommandResult>(ops::agent_commands(c, agent_id.0, page(limit, before))),
+            ops::agent_commands::<CommandResult>(c, agent_id.0, page(limit, before)),
         )
     }
 
@@ -478,7 +312,7 @@ impl Client {
         let opts = enrollment_options(server_url, channel);
         block_on(
             py,
-            into::<_, EnrollmentBundle>(ops::create_enrollment(c, agent_name, opts)),
+            ops::create_enrollment::<EnrollmentBundle>(c, agent_name, opts),
         )
     }
 }
@@ -499,13 +333,13 @@ impl AsyncClient {
     /// Every agent.
     fn agents<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let c = self.core.client().map_err(|e| e.into_pyerr(py))?;
-        awaitable(py, into_all::<_, Agent>(ops::agents(c)))
+        awaitable(py, ops::agents::<Agent>(c))
     }
 
     /// One agent.
     fn agent<'py>(&self, py: Python<'py>, agent_id: Id) -> PyResult<Bound<'py, PyAny>> {
         let c = self.core.client().map_err(|e| e.into_pyerr(py))?;
-        awaitable(py, into::<_, Agent>(ops::agent(c, agent_id.0)))
+        awaitable(py, ops::agent::<Agent>(c, agent_id.0))
     }
 
     /// Runs a command on an agent.
@@ -529,13 +363,13 @@ impl AsyncClient {
             ))
         };
         let (c, run) = prep().map_err(|e| e.into_pyerr(py))?;
-        awaitable(py, into::<_, CommandResult>(ops::run(c, agent_id.0, run)))
+        awaitable(py, ops::run::<CommandResult>(c, agent_id.0, run))
     }
 
     /// A command's current state.
     fn command<'py>(&self, py: Python<'py>, command_id: Id) -> PyResult<Bound<'py, PyAny>> {
         let c = self.core.client().map_err(|e| e.into_pyerr(py))?;
-        awaitable(py, into::<_, CommandResult>(ops::command(c, command_id.0)))
+        awaitable(py, ops::command::<CommandResult>(c, command_id.0))
     }
 
     /// Waits until a command is final.
@@ -550,16 +384,13 @@ impl AsyncClient {
             Ok((self.core.client()?, wait_options(Lang::Python, timeout)?))
         };
         let (c, opts) = prep().map_err(|e| e.into_pyerr(py))?;
-        awaitable(
-            py,
-            into::<_, CommandResult>(ops::wait(c, command_id.0, opts)),
-        )
+        awaitable(py, ops::wait::<CommandResult>(c, command_id.0, opts))
     }
 
     /// Asks the server to cancel a command.
     fn cancel<'py>(&self, py: Python<'py>, command_id: Id) -> PyResult<Bound<'py, PyAny>> {
         let c = self.core.client().map_err(|e| e.into_pyerr(py))?;
-        awaitable(py, into::<_, CommandResult>(ops::cancel(c, command_id.0)))
+        awaitable(py, ops::cancel::<CommandResult>(c, command_id.0))
     }
 
     /// A page of an agent's commands, newest first.
@@ -574,7 +405,7 @@ impl AsyncClient {
         let c = self.core.client().map_err(|e| e.into_pyerr(py))?;
         awaitable(
             py,
-            into_all::<_, CommandResult>(ops::agent_commands(c, agent_id.0, page(limit, before))),
+            ops::agent_commands::<CommandResult>(c, agent_id.0, page(limit, before)),
         )
     }
 
@@ -591,7 +422,7 @@ impl AsyncClient {
         let opts = enrollment_options(server_url, channel);
         awaitable(
             py,
-            into::<_, EnrollmentBundle>(ops::create_enrollment(c, agent_name, opts)),
+            ops::create_enrollment::<EnrollmentBundle>(c, agent_name, opts),
         )
     }
 }

@@ -34,12 +34,11 @@ fn wait_opts(secs: u64) -> WaitOptions {
 }
 
 fn req(kind: CommandType, script: &str) -> CommandRequest {
-    CommandRequest {
-        command_type: kind,
-        command: script.into(),
-        context: CommandContext::System,
-        timeout_secs: None,
-    }
+    CommandRequest::builder(kind, script)
+        .context(CommandContext::System)
+        .timeout_secs(None)
+        .build()
+        .unwrap()
 }
 
 /// Server up, admin logged in, an agent enrolled through the real bundle

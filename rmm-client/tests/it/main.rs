@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use rmm_client::{
     Client, CommandContext, CommandPage, CommandRequest, CommandType, EnrollmentOptions, ErrorKind,
-    WaitOptions,
+    Phase, WaitOptions,
 };
 use uuid::Uuid;
 
@@ -29,12 +29,11 @@ fn opts(secs: u64) -> WaitOptions {
 }
 
 fn req(kind: CommandType, script: &str, timeout: Option<u32>) -> CommandRequest {
-    CommandRequest {
-        command_type: kind,
-        command: script.into(),
-        context: CommandContext::System,
-        timeout_secs: timeout,
-    }
+    CommandRequest::builder(kind, script)
+        .context(CommandContext::System)
+        .timeout_secs(timeout)
+        .build()
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -110,7 +109,7 @@ async fn login_run_cancel_page_and_errors_against_the_real_server() {
 
     // cancel: the state right after the request, then cancelled
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while c.command(id).await.unwrap().phase.as_deref() != Some("executing") {
+    while c.command(id).await.unwrap().phase != Some(Phase::Executing) {
         assert!(std::time::Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -121,26 +120,14 @@ async fn login_run_cancel_page_and_errors_against_the_real_server() {
 
     // paging, newest first, without output
     let page = c
-        .agent_commands(
-            s.agent_id,
-            CommandPage {
-                limit: Some(2),
-                before: None,
-            },
-        )
+        .agent_commands(s.agent_id, CommandPage::new(Some(2), None))
         .await
         .unwrap();
     assert_eq!(page.len(), 2);
     assert_eq!(page[0].id, id);
     assert!(page[0].command_text.is_empty() && page[0].stdout.is_empty());
     let older = c
-        .agent_commands(
-            s.agent_id,
-            CommandPage {
-                limit: Some(1),
-                before: Some(page[1].id),
-            },
-        )
+        .agent_commands(s.agent_id, CommandPage::new(Some(1), Some(page[1].id)))
         .await
         .unwrap();
     assert_eq!(older.len(), 1);

@@ -60,10 +60,7 @@ impl AgentListCache {
         let generation = state.hub.agents_generation();
         let built = Instant::now();
         let agents = state.store.list_agents().await?;
-        let views: Vec<AgentView> = agents
-            .into_iter()
-            .map(|a| AgentView::new(a, state))
-            .collect();
+        let views: Vec<AgentView> = agents.into_iter().map(|a| agent_view(a, state)).collect();
         let body = Bytes::from(serde_json::to_vec(&views).map_err(ApiError::internal)?);
         let snap = Arc::new(Snapshot {
             built,
@@ -148,7 +145,7 @@ pub async fn get_agent(
 ) -> Result<Json<AgentView>, ApiError> {
     user.require(Role::Readonly)?;
     let agent = service::agents::get(&state, id).await?;
-    Ok(Json(AgentView::new(agent, &state)))
+    Ok(Json(agent_view(agent, &state)))
 }
 
 /// Retires an agent: its credential is revoked and its connection closed;
@@ -187,18 +184,7 @@ pub async fn agent_inventory(
 ) -> Result<Json<Vec<InventoryView>>, ApiError> {
     user.require(Role::Readonly)?;
     let items = service::agents::inventory(&state, agent_id).await?;
-    Ok(Json(
-        items
-            .into_iter()
-            .map(|i| InventoryView {
-                plugin: i.plugin,
-                result: i.result,
-                error: i.error,
-                collected_at: ts(i.collected_at),
-                received_at: ts(i.received_at),
-            })
-            .collect(),
-    ))
+    Ok(Json(items.into_iter().map(inventory_view).collect()))
 }
 
 /// The agent WebSocket. Only `Authorization: Agent <id>:<secret>` is

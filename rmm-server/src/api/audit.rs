@@ -23,19 +23,7 @@ pub async fn list_audit(
     ApiQuery(page): ApiQuery<AuditPage>,
 ) -> Result<Json<Vec<AuditView>>, ApiError> {
     user.require(Role::Admin)?;
-    let limit = page_limit(page.limit, AUDIT_PAGE_LIMIT)?;
+    let limit = page.checked_limit()?;
     let rows = service::audit::list(&state, page.before, limit).await?;
-    Ok(Json(
-        rows.into_iter()
-            .map(|r| AuditView {
-                id: r.id,
-                at: ts(r.entry.at),
-                actor: r.entry.actor,
-                action: r.entry.action,
-                target: r.entry.target,
-                address: r.entry.address,
-                detail: r.entry.detail,
-            })
-            .collect(),
-    ))
+    Ok(Json(rows.into_iter().map(audit_view).collect()))
 }

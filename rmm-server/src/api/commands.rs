@@ -34,15 +34,8 @@ pub async fn submit_command(
     ApiJson(req): ApiJson<CommandRequest>,
 ) -> Result<Json<CommandAccepted>, ApiError> {
     user.require(Role::Technician)?;
-    let spec = service::commands::CommandSpec {
-        command_type: req.command_type,
-        command: req.command,
-        context: req.context,
-        timeout_secs: req.timeout_secs,
-    };
-    let command_id =
-        service::commands::submit(&state, &user.actor(&client), agent_id, spec).await?;
-    Ok(Json(CommandAccepted { command_id }))
+    let command_id = service::commands::submit(&state, &user.actor(&client), agent_id, req).await?;
+    Ok(Json(CommandAccepted::new(command_id)))
 }
 
 /// One command with its output.
@@ -62,7 +55,7 @@ pub async fn get_command(
 ) -> Result<Json<CommandView>, ApiError> {
     user.require(Role::Readonly)?;
     let cmd = service::commands::get(&state, id).await?;
-    Ok(Json(CommandView::new(cmd, true)))
+    Ok(Json(command_view(cmd, true)))
 }
 
 /// Cancels a command: a queued one is `cancelled` at once; one the agent
@@ -86,7 +79,7 @@ pub async fn cancel_command(
 ) -> Result<(StatusCode, Json<CommandView>), ApiError> {
     user.require(Role::Technician)?;
     let cmd = service::commands::cancel(&state, &user.actor(&client), id).await?;
-    Ok((StatusCode::ACCEPTED, Json(CommandView::new(cmd, true))))
+    Ok((StatusCode::ACCEPTED, Json(command_view(cmd, true))))
 }
 
 /// An agent's commands, newest first, without script text and output.
@@ -106,11 +99,9 @@ pub async fn list_commands(
     ApiQuery(page): ApiQuery<CommandPage>,
 ) -> Result<Json<Vec<CommandView>>, ApiError> {
     user.require(Role::Readonly)?;
-    let limit = page_limit(page.limit, COMMAND_PAGE_LIMIT)?;
+    let limit = page.checked_limit()?;
     let cmds = service::commands::history(&state, agent_id, page.before, limit).await?;
     Ok(Json(
-        cmds.into_iter()
-            .map(|c| CommandView::new(c, false))
-            .collect(),
+        cmds.into_iter().map(|c| command_view(c, false)).collect(),
     ))
 }

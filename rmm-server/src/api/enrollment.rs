@@ -12,8 +12,6 @@ use crate::client_addr::ClientIp;
 use crate::error::{ApiError, ErrorBody};
 use crate::store::Role;
 
-use rmm_core::channel::Channel;
-
 use super::*;
 
 /// Creates an enrollment bundle (admin).
@@ -40,19 +38,15 @@ pub async fn create_enrollment(
     ApiJson(req): ApiJson<EnrollRequest>,
 ) -> Result<(StatusCode, Json<EnrollResponse>), ApiError> {
     user.require(Role::Admin)?;
-    let channel = match req.channel.unwrap_or_default() {
-        ChannelWord::Stable => Channel::Stable,
-        ChannelWord::Beta => Channel::Beta,
-    };
     let bundle = service::enrollment::create_bundle(
         &state,
         &user.actor(&client),
         &req.agent_name,
         req.server_url.as_deref(),
-        channel,
+        req.channel.unwrap_or_default(),
     )
     .await?;
-    Ok((StatusCode::CREATED, Json(EnrollResponse::from(bundle))))
+    Ok((StatusCode::CREATED, Json(enroll_response(bundle))))
 }
 
 /// `GET /api/v1/enroll-bundle/<token>.sh` (repeatable until redeemed) and

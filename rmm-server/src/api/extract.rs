@@ -1,5 +1,4 @@
-//! Extractors that turn every malformed input into a typed JSON error,
-//! and the paging rule shared by the list routes.
+//! Extractors that turn every malformed input into a typed JSON error.
 
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -98,20 +97,4 @@ where
                 ApiError::bad_request("invalid_query", public_detail(&e.body_text()))
             })
     }
-}
-
-/// A page's `limit` (`(min, max, default)`), 400 `invalid_query` when out
-/// of range.
-pub(super) fn page_limit(
-    limit: Option<u32>,
-    (min, max, default): (u32, u32, u32),
-) -> Result<u32, ApiError> {
-    let limit = limit.unwrap_or(default);
-    if !(min..=max).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            format!("limit must be between {min} and {max}"),
-        ));
-    }
-    Ok(limit)
 }

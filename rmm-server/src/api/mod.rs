@@ -8,7 +8,8 @@
 //!   (`invalid_query`).
 //! - 422: well-formed but unusable values: an empty command, a timeout of
 //!   0 or over 7 days, an agent name that is not a DNS label, a server URL
-//!   that is not http(s), a password shorter than 8 characters.
+//!   that is not http(s), a password shorter than 8 characters (the rules
+//!   are `rmm_api`'s, answered as its [`rmm_api::Invalid`] says).
 //! - 401: no, garbage, expired, `alg: none` or otherwise invalid token, an
 //!   `Agent` credential on a user route, wrong login.
 //! - 403: authenticated, role too low. 404: unknown object or route.
@@ -48,7 +49,6 @@ use axum::{Router, extract::DefaultBodyLimit};
 use crate::AppState;
 use crate::error::ApiError;
 use crate::openapi;
-use crate::service::users::chars;
 use crate::service::{self, Actor};
 
 /// Prometheus metrics.
@@ -69,11 +69,10 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
     responses((status = 200, description = "the store answers", body = HealthView)))]
 pub async fn healthz(State(state): State<AppState>) -> Result<Json<HealthView>, ApiError> {
     state.store.count_users().await?;
-    Ok(Json(HealthView {
-        status: "ok",
-        store: state.store.backend(),
-        agents_connected: state.hub.connected(),
-    }))
+    Ok(Json(HealthView::ok(
+        state.store.backend(),
+        state.hub.connected(),
+    )))
 }
 
 /// The description of this server (see [`openapi::document`]).

@@ -19,19 +19,7 @@ pub async fn list_downloads(
     State(state): State<AppState>,
 ) -> Result<Json<Vec<ReleaseView>>, ApiError> {
     let index = state.releases.index().await;
-    Ok(Json(
-        index
-            .releases()
-            .map(|r| ReleaseView {
-                file: r.file_name().to_owned(),
-                os: r.os().as_str().to_owned(),
-                arch: r.arch().as_str().to_owned(),
-                version: r.version().to_string(),
-                channel: r.channel().as_str().to_owned(),
-                sha256: r.sha256().to_string(),
-            })
-            .collect(),
-    ))
+    Ok(Json(index.releases().map(release_view).collect()))
 }
 
 /// Serves one agent build: only names in the verified release index

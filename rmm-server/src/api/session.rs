@@ -29,19 +29,7 @@ pub async fn login(
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
     let ip = client.to_string();
-    if chars(&req.email) > MAX_EMAIL_CHARS || chars(&req.password) > MAX_PASSWORD_CHARS {
-        return Err(ApiError::unprocessable(
-            "invalid_credentials_format",
-            "email or password too long",
-        ));
-    }
-    let email = req.email.trim().to_lowercase();
-    if email.chars().any(char::is_control) {
-        return Err(ApiError::unprocessable(
-            "invalid_credentials_format",
-            "the email contains control characters",
-        ));
-    }
+    let email = req.login_name()?;
     let now = Instant::now();
     if let Err(retry) = state.throttle.check(&ip, &email, now) {
         // aggregated: one row per client and minute (crate::audit)
@@ -85,7 +73,7 @@ pub async fn login(
             )
             .await;
             let token = state.jwt.issue(&u, state.now_ms() / 1000)?;
-            Ok(Json(TokenResponse { token }))
+            Ok(Json(TokenResponse::new(token)))
         }
         (_, user) => {
             state.throttle.failure(&ip, &email, now);

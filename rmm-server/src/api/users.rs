@@ -1,5 +1,5 @@
-//! Users: `GET/POST /api/users`, `PATCH/DELETE /api/users/:id`, and the
-//! password and e-mail rules.
+//! Users: `GET/POST /api/users`, `PATCH/DELETE /api/users/:id`, and
+//! password hashing off the async workers.
 
 use axum::Json;
 use axum::extract::State;
@@ -29,7 +29,7 @@ pub async fn list_users(
         service::users::list(&state)
             .await?
             .into_iter()
-            .map(UserView::from)
+            .map(user_view)
             .collect(),
     ))
 }
@@ -53,15 +53,8 @@ pub async fn create_user(
     ApiJson(req): ApiJson<UserCreate>,
 ) -> Result<(StatusCode, Json<UserView>), ApiError> {
     user.require(Role::Admin)?;
-    let new = service::users::create(
-        &state,
-        &user.actor(&client),
-        &req.email,
-        req.password,
-        req.role,
-    )
-    .await?;
-    Ok((StatusCode::CREATED, Json(UserView::from(new))))
+    let new = service::users::create(&state, &user.actor(&client), req).await?;
+    Ok((StatusCode::CREATED, Json(user_view(new))))
 }
 
 /// Changes a user's role or password.
@@ -84,13 +77,8 @@ pub async fn update_user(
     ApiJson(req): ApiJson<UserUpdate>,
 ) -> Result<Json<UserView>, ApiError> {
     user.require(Role::Admin)?;
-    let update = service::users::Update {
-        role: req.role,
-        password: req.password,
-        disabled: req.disabled,
-    };
-    let u = service::users::update(&state, &user.actor(&client), user.id, id, update).await?;
-    Ok(Json(UserView::from(u)))
+    let u = service::users::update(&state, &user.actor(&client), user.id, id, req).await?;
+    Ok(Json(user_view(u)))
 }
 
 /// Deletes a user (not yourself).

@@ -1,8 +1,7 @@
 //! Commands: submitting, reading, cancelling, and an agent's history.
 
-use rmm_core::protocol::{
-    CommandContext, CommandRef, CommandType, MAX_COMMAND_TIMEOUT_SECS, Message,
-};
+use rmm_api::CommandRequest;
+use rmm_core::protocol::{CommandRef, Message};
 use uuid::Uuid;
 
 use crate::App;
@@ -10,47 +9,15 @@ use crate::store::{CancelOutcome, Command, NewCommand};
 
 use super::{Actor, ServiceError, audit};
 
-/// A command to run, as asked for.
-#[derive(Debug, Clone)]
-pub struct CommandSpec {
-    /// Interpreter.
-    pub command_type: CommandType,
-    /// Script text; not blank.
-    pub command: String,
-    /// Security context.
-    pub context: CommandContext,
-    /// Seconds before the agent kills it (`None`: no limit), 1 to
-    /// [`MAX_COMMAND_TIMEOUT_SECS`].
-    pub timeout_secs: Option<u32>,
-}
-
-impl CommandSpec {
-    /// Checks the rules: a script that is not blank, a timeout in range.
-    pub fn validate(&self) -> Result<(), ServiceError> {
-        if self.command.trim().is_empty() {
-            return Err(ServiceError::invalid("invalid_command", "command is empty"));
-        }
-        if let Some(t) = self.timeout_secs
-            && !(1..=MAX_COMMAND_TIMEOUT_SECS).contains(&t)
-        {
-            return Err(ServiceError::invalid(
-                "invalid_timeout",
-                format!("timeout_secs must be between 1 and {MAX_COMMAND_TIMEOUT_SECS}"),
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// Stores a command for an agent that is not retired and wakes its
-/// connection; returns the command's id (it is durable when this returns).
+/// Checks a command against the contract's rules, stores it for an agent
+/// that is not retired and wakes its connection; returns the command's id (it is durable when this returns).
 pub async fn submit(
     app: &App,
     actor: &Actor,
     agent_id: Uuid,
-    spec: CommandSpec,
+    req: CommandRequest,
 ) -> Result<Uuid, ServiceError> {
-    spec.validate()?;
+    req.validate()?;
     let agent = app.store.get_agent(agent_id).await?;
     if agent.is_none_or(|a| a.retired_at.is_some()) {
         return Err(ServiceError::not_found("no such agent"));
@@ -58,10 +25,10 @@ pub async fn submit(
     let cmd = NewCommand {
         id: Uuid::new_v4(),
         agent_id,
-        command_type: spec.command_type,
-        command_text: spec.command,
-        context: spec.context,
-        timeout_secs: spec.timeout_secs,
+        command_type: req.command_type,
+        command_text: req.command,
+        context: req.context,
+        timeout_secs: req.timeout_secs,
         created_by: actor.name.clone(),
         created_at: app.now_ms(),
     };

@@ -5,15 +5,12 @@
 use rmm_core::channel::Channel;
 use uuid::Uuid;
 
+use crate::App;
 use crate::auth::{random_token, sha256_hex};
 use crate::enroll;
 use crate::store::{NewEnrollment, StoreError};
-use crate::{App, url_host};
 
 use super::{Actor, ServiceError, audit};
-
-/// Longest enrollment `server_url`, in characters as sent.
-pub const MAX_SERVER_URL_CHARS: usize = 2048;
 
 /// A created enrollment bundle.
 #[derive(Debug, Clone)]
@@ -29,23 +26,11 @@ pub struct Bundle {
 }
 
 /// The URL an agent of this bundle connects to: `given` or this server's
-/// public URL, without a trailing slash; an absolute http(s) URL with a
-/// host, within [`MAX_SERVER_URL_CHARS`] as sent, and plain http only to
-/// loopback unless the server runs with `--insecure-http`
-/// (`openapi::server_url_pattern` states the same rule).
+/// public URL, checked by the contract's rule
+/// ([`rmm_api::check_server_url`]), and plain http only to loopback unless
+/// the server runs with `--insecure-http`.
 fn server_url(app: &App, given: Option<&str>) -> Result<String, ServiceError> {
-    let given = given.unwrap_or(&app.public_url);
-    let url = given.trim_end_matches('/').to_owned();
-    let ok = given.chars().count() <= MAX_SERVER_URL_CHARS
-        && (url.starts_with("http://") || url.starts_with("https://"))
-        && url_host(&url).is_some()
-        && !url.chars().any(|c| c.is_whitespace() || c.is_control());
-    if !ok {
-        return Err(ServiceError::invalid(
-            "invalid_server_url",
-            "server_url must be an absolute http:// or https:// URL",
-        ));
-    }
+    let url = rmm_api::check_server_url(given.unwrap_or(&app.public_url))?;
     if App::needs_insecure_http(&url) && !app.config.insecure_http {
         return Err(ServiceError::invalid(
             "insecure_server_url",
@@ -66,12 +51,7 @@ pub async fn create_bundle(
     server_url_given: Option<&str>,
     channel: Channel,
 ) -> Result<Bundle, ServiceError> {
-    if !enroll::valid_agent_name(agent_name) {
-        return Err(ServiceError::invalid(
-            "invalid_agent_name",
-            "agent_name must match ^[a-z0-9][a-z0-9-]{0,62}$",
-        ));
-    }
+    rmm_api::check_agent_name(agent_name)?;
     let server_url = server_url(app, server_url_given)?;
     let token = random_token(enroll::TOKEN_BYTES);
     let now = app.now_ms();

@@ -49,14 +49,10 @@ impl Actor {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServiceError {
-    /// A value breaks a rule (HTTP 422): a machine code and a message.
-    #[error("{message} ({code})")]
-    Invalid {
-        /// Machine-readable code (`invalid_timeout`, ...).
-        code: &'static str,
-        /// Human-readable message.
-        message: String,
-    },
+    /// A value breaks one of the API contract's rules (`rmm_api`: 422
+    /// for an unusable value, 400 for an unknown word).
+    #[error("{} ({})", .0.message, .0.code)]
+    Invalid(#[from] rmm_api::Invalid),
     /// The object does not exist (HTTP 404).
     #[error("{0}")]
     NotFound(String),
@@ -72,12 +68,13 @@ pub enum ServiceError {
 }
 
 impl ServiceError {
-    /// A broken rule.
+    /// A broken rule that only the server can judge (HTTP 422).
     pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
-        ServiceError::Invalid {
+        ServiceError::Invalid(rmm_api::Invalid::new(
+            rmm_api::Invalid::UNPROCESSABLE,
             code,
-            message: message.into(),
-        }
+            message,
+        ))
     }
 
     /// An unknown object.

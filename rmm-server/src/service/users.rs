@@ -1,52 +1,15 @@
-//! Users: the e-mail and password rules, creating, changing and deleting
-//! users, and the argon2 work bounded by [`App::hash_permits`].
+//! Users: creating, changing and deleting them under the contract's rules
+//! (`rmm_api`), and the argon2 work bounded by [`App::hash_permits`].
 
 use uuid::Uuid;
 
 use crate::App;
 use crate::auth::{hash_password, verify_password};
+use rmm_api::{UserCreate, UserUpdate};
+
 use crate::store::{Role, User, UserChange};
 
 use super::{Actor, ServiceError, audit};
-
-/// Longest e-mail, in characters as sent (surrounding whitespace included).
-pub const MAX_EMAIL_CHARS: usize = 254;
-/// Shortest password of a user, in characters.
-pub const MIN_PASSWORD_CHARS: usize = 8;
-/// Longest password, in characters.
-pub const MAX_PASSWORD_CHARS: usize = 1024;
-
-/// Length in characters, the unit of OpenAPI's `minLength`/`maxLength`.
-pub fn chars(s: &str) -> usize {
-    s.chars().count()
-}
-
-/// A new user's e-mail as stored (trimmed, lowercase), or `None` unless it
-/// is `name@domain` without whitespace or control characters, within
-/// [`MAX_EMAIL_CHARS`] as sent (`openapi::user_email_pattern` says the
-/// same).
-pub fn user_email(raw: &str) -> Option<String> {
-    if chars(raw) > MAX_EMAIL_CHARS {
-        return None;
-    }
-    let email = raw.trim().to_lowercase();
-    let ok = email
-        .split_once('@')
-        .is_some_and(|(l, d)| !l.is_empty() && !d.is_empty())
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
-    ok.then_some(email)
-}
-
-/// Checks a new password's length.
-pub fn check_password(pw: &str) -> Result<(), ServiceError> {
-    if !(MIN_PASSWORD_CHARS..=MAX_PASSWORD_CHARS).contains(&chars(pw)) {
-        return Err(ServiceError::invalid(
-            "weak_password",
-            "the password must have 8 to 1024 characters",
-        ));
-    }
-    Ok(())
-}
 
 /// Hashes a password off the async workers, within the permits.
 pub async fn hash(app: &App, pw: String) -> Result<String, ServiceError> {
@@ -78,25 +41,13 @@ pub async fn list(app: &App) -> Result<Vec<User>, ServiceError> {
     Ok(app.store.list_users().await?)
 }
 
-/// Creates a user after checking the e-mail and password rules; a taken
-/// e-mail is [`ServiceError::Conflict`].
-pub async fn create(
-    app: &App,
-    actor: &Actor,
-    email: &str,
-    password: String,
-    role: Role,
-) -> Result<User, ServiceError> {
-    let Some(email) = user_email(email) else {
-        return Err(ServiceError::invalid(
-            "invalid_email",
-            "email must look like name@domain",
-        ));
-    };
-    check_password(&password)?;
+/// Creates a user after checking the contract's e-mail and password rules
+/// ([`UserCreate::validate`]); a taken e-mail is a store conflict.
+pub async fn create(app: &App, actor: &Actor, req: UserCreate) -> Result<User, ServiceError> {
+    let email = req.validate()?;
     let now = app.now_ms();
-    let hash = hash(app, password).await?;
-    let user = User::new(&email, hash, role, now);
+    let hash = hash(app, req.password).await?;
+    let user = User::new(&email, hash, req.role, now);
     app.store.create_user(&user).await?;
     audit::record(
         app,
@@ -109,42 +60,24 @@ pub async fn create(
     Ok(user)
 }
 
-/// What [`update`] changes (at least one field).
-#[derive(Debug, Clone, Default)]
-pub struct Update {
-    /// New role.
-    pub role: Option<Role>,
-    /// New password (checked against the rules).
-    pub password: Option<String>,
-    /// Disable or enable.
-    pub disabled: Option<bool>,
-}
-
-/// Changes a user (ending their sessions); `by` is the acting user, who
-/// may not disable themselves.
+/// Changes a user (ending their sessions) after checking the contract's
+/// rules ([`UserUpdate::validate`]); `by` is the acting user, who may not
+/// disable themselves.
 pub async fn update(
     app: &App,
     actor: &Actor,
     by: Uuid,
     id: Uuid,
-    update: Update,
+    update: UserUpdate,
 ) -> Result<User, ServiceError> {
-    if update.role.is_none() && update.password.is_none() && update.disabled.is_none() {
-        return Err(ServiceError::invalid(
-            "nothing_to_change",
-            "give role, password and/or disabled",
-        ));
-    }
+    update.validate()?;
     if id == by && update.disabled == Some(true) {
         return Err(ServiceError::conflict(
             "you cannot disable your own account",
         ));
     }
     let password_hash = match update.password {
-        Some(pw) => {
-            check_password(&pw)?;
-            Some(hash(app, pw).await?)
-        }
+        Some(pw) => Some(hash(app, pw).await?),
         None => None,
     };
     let changed_password = password_hash.is_some();

@@ -20,15 +20,14 @@ pub mod bus;
 pub mod migrations;
 mod sql;
 
-use std::fmt;
-use std::str::FromStr;
-
 use futures_util::future::BoxFuture;
 use rmm_core::protocol::{CommandContext, CommandResult, CommandType, OutputStream};
-use serde::Serialize;
 use uuid::Uuid;
 
 pub use bus::{LocalBus, PgBus, WakeBus};
+/// A user's role, a command's status and phase: the API's words, stored
+/// as they are sent.
+pub use rmm_api::{CommandStatus, Phase, Role};
 pub use sql::{Driver, PgStore, SqlStore, SqliteStore};
 
 /// The future every store method returns.
@@ -62,62 +61,6 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
-}
-
-/// A user's role. Roles are ordered: `admin` may do everything a
-/// `technician` may, who may do everything `readonly` may.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    serde::Deserialize,
-    utoipa::ToSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// Reads only.
-    Readonly,
-    /// Agents, commands, tunnels.
-    Technician,
-    /// Everything, including users and enrollment.
-    Admin,
-}
-
-impl Role {
-    /// The stable name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Readonly => "readonly",
-            Role::Technician => "technician",
-            Role::Admin => "admin",
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "readonly" => Ok(Role::Readonly),
-            "technician" => Ok(Role::Technician),
-            "admin" => Ok(Role::Admin),
-            other => Err(format!(
-                "unknown role {other:?}, expected admin, technician or readonly"
-            )),
-        }
-    }
 }
 
 /// A user account.
@@ -301,71 +244,6 @@ pub struct Enrollment {
     pub channel: String,
     /// Expiry (unix ms).
     pub expires_at: i64,
-}
-
-/// `running` until a final status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum CommandStatus {
-    /// Accepted and not final yet (queued, delivered or executing).
-    Running,
-    /// Exited with status 0.
-    Completed,
-    /// Exited non-zero, killed, or could not start.
-    Failed,
-    /// Exceeded its timeout.
-    Timeout,
-    /// Cancelled.
-    Cancelled,
-}
-
-/// Where a `running` command is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-#[schema(as = CommandPhase)]
-pub enum Phase {
-    /// Waiting for the agent.
-    Queued,
-    /// Sent to the agent.
-    Delivered,
-    /// The agent started it.
-    Executing,
-    /// Final.
-    Done,
-}
-
-macro_rules! words {
-    ($ty:ident { $($v:ident => $w:literal),+ $(,)? }) => {
-        impl $ty {
-            /// The stable name.
-            pub fn as_str(self) -> &'static str {
-                match self { $($ty::$v => $w),+ }
-            }
-            /// Parses the stable name.
-            pub fn parse(s: &str) -> Option<Self> {
-                match s { $($w => Some($ty::$v),)+ _ => None }
-            }
-        }
-        impl fmt::Display for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
-}
-
-words!(CommandStatus { Running => "running", Completed => "completed", Failed => "failed", Timeout => "timeout", Cancelled => "cancelled" });
-words!(Phase { Queued => "queued", Delivered => "delivered", Executing => "executing", Done => "done" });
-
-impl CommandStatus {
-    /// Every status, for metrics.
-    pub const ALL: [CommandStatus; 5] = [
-        CommandStatus::Running,
-        CommandStatus::Completed,
-        CommandStatus::Failed,
-        CommandStatus::Timeout,
-        CommandStatus::Cancelled,
-    ];
 }
 
 /// A command to store.
