@@ -21,6 +21,9 @@
 //! - [`files`]: the file operations of a tunnel's `file` channel
 //!   (download with size first and SHA-256 last, atomic uploads, listing),
 //!   with typed errors.
+//! - [`terminal`]: a tunnel `terminal` channel's program on a real PTY
+//!   (flow-controlled, resizable, signals, exit status; its whole session
+//!   killed when it ends).
 //! - [`plugins`]: inventory plugins run on a schedule.
 //! - [`selftest`]: the `rmm-agent selftest` checks.
 //!
@@ -42,6 +45,7 @@ pub mod plugins;
 pub mod runner;
 pub mod selftest;
 pub mod store;
+pub mod terminal;
 pub mod tls;
 
 /// This build's version.

@@ -27,9 +27,8 @@
 pub mod output;
 pub mod session;
 
-use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -203,7 +202,7 @@ fn group_alive(pgid: Pid) -> bool {
 
 /// Environment variables never passed to commands (enrollment tokens and
 /// agent settings).
-fn is_agent_private(key: &std::ffi::OsStr) -> bool {
+pub(crate) fn is_agent_private(key: &std::ffi::OsStr) -> bool {
     key.to_string_lossy().starts_with("RMM_")
 }
 
@@ -252,17 +251,13 @@ impl ProcessRunner {
             Ok(x) => x,
             Err(e) => return failed(cmd, format!("cannot write the script to a temp file: {e}")),
         };
-        let mut command = match &session {
-            Some(s) if s.uid != nix::unistd::geteuid().as_raw() => {
+        let mut command = match session.as_ref().and_then(UserSession::setpriv_args) {
+            Some(switch) => {
                 let mut c = tokio::process::Command::new(&self.config.setpriv);
-                c.arg(format!("--reuid={}", s.uid))
-                    .arg(format!("--regid={}", s.gid))
-                    .arg("--init-groups")
-                    .arg("--")
-                    .arg(&program);
+                c.args(switch).arg(&program);
                 c
             }
-            _ => tokio::process::Command::new(&program),
+            None => tokio::process::Command::new(&program),
         };
         command.args(lead_args).arg(&script);
         match &session {
@@ -275,25 +270,7 @@ impl ProcessRunner {
                 command.current_dir("/");
             }
             Some(s) => {
-                command.env_clear();
-                let path: OsString =
-                    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into();
-                command
-                    .env("HOME", &s.home)
-                    .env("USER", &s.user)
-                    .env("LOGNAME", &s.user)
-                    .env("SHELL", &s.shell)
-                    .env("PATH", path)
-                    .env("XDG_RUNTIME_DIR", s.runtime_dir())
-                    .env("DBUS_SESSION_BUS_ADDRESS", s.dbus_address());
-                if let Some(lang) = std::env::var_os("LANG") {
-                    command.env("LANG", lang);
-                }
-                command.current_dir(if s.home.is_dir() {
-                    s.home.as_path()
-                } else {
-                    Path::new("/")
-                });
+                command.env_clear().envs(s.env()).current_dir(s.workdir());
             }
         }
         command

@@ -12,6 +12,7 @@
 //! behind `cfg(windows)` in a separate module when the Windows port lands;
 //! on every platform the contract is the same: no active user, no run.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 /// The user a `user_session` command runs as.
@@ -40,6 +41,55 @@ impl UserSession {
     /// The session bus address logind's user manager provides.
     pub fn dbus_address(&self) -> String {
         format!("unix:path=/run/user/{}/bus", self.uid)
+    }
+
+    /// The whole environment a process of this session starts with (the
+    /// agent's own is not passed on): home, user, shell, a standard `PATH`,
+    /// the runtime dir and session bus, and the agent's `LANG`.
+    pub fn env(&self) -> Vec<(OsString, OsString)> {
+        let mut env: Vec<(OsString, OsString)> = vec![
+            ("HOME".into(), self.home.clone().into()),
+            ("USER".into(), self.user.clone().into()),
+            ("LOGNAME".into(), self.user.clone().into()),
+            ("SHELL".into(), self.shell.clone().into()),
+            (
+                "PATH".into(),
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+            ),
+            ("XDG_RUNTIME_DIR".into(), self.runtime_dir().into()),
+            (
+                "DBUS_SESSION_BUS_ADDRESS".into(),
+                self.dbus_address().into(),
+            ),
+        ];
+        if let Some(lang) = std::env::var_os("LANG") {
+            env.push(("LANG".into(), lang));
+        }
+        env
+    }
+
+    /// Where a process of this session starts: the home directory, or `/`
+    /// when it does not exist.
+    pub fn workdir(&self) -> &Path {
+        if self.home.is_dir() {
+            self.home.as_path()
+        } else {
+            Path::new("/")
+        }
+    }
+
+    /// The arguments of `setpriv` that run a program as this user
+    /// (`--reuid --regid --init-groups --`, the program follows), or `None`
+    /// when the agent already runs as this user.
+    pub fn setpriv_args(&self) -> Option<[String; 4]> {
+        (self.uid != nix::unistd::geteuid().as_raw()).then(|| {
+            [
+                format!("--reuid={}", self.uid),
+                format!("--regid={}", self.gid),
+                "--init-groups".to_owned(),
+                "--".to_owned(),
+            ]
+        })
     }
 }
 

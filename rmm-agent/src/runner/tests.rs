@@ -1,5 +1,6 @@
 //! Runner tests with real interpreters and real process groups.
 
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
