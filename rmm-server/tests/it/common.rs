@@ -220,12 +220,38 @@ impl TestServer {
             self.command(token, id).await
         );
     }
+
+    /// Like [`TestServer::wait_command`] on a server started with
+    /// [`TestServer::start_driven`]: between reads the server's clock moves
+    /// `step` forward, so deadlines pass in driven time.
+    pub async fn wait_command_driven(
+        &self,
+        token: &str,
+        id: Uuid,
+        clock: &DrivenClock,
+        step: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        for _ in 0..400 {
+            let c = self.command(token, id).await;
+            if pred(&c) {
+                return c;
+            }
+            clock.advance(step);
+            tokio::task::yield_now().await;
+        }
+        panic!(
+            "command {id} never reached the expected state: {}",
+            self.command(token, id).await
+        );
+    }
 }
 
-/// A hub clock ([`Config::clock`]) that moves only when the test advances
-/// it: the hub's timers (the hello deadline, liveness probes, send
-/// timeouts, the background loops) fire in driven time, while sockets, the
-/// database and the HTTP API run in real time.
+/// A server clock ([`Config::clock`]) that moves only when the test
+/// advances it: the hub's timers (the hello deadline, liveness probes, send
+/// timeouts, the background loops) and every time the handlers and
+/// services read (expiries, deadlines) follow it, while sockets and the
+/// database run in real time.
 #[derive(Debug, Clone)]
 pub struct DrivenClock {
     origin: std::time::Instant,

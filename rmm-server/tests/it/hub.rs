@@ -363,11 +363,12 @@ async fn a_newer_connection_replaces_the_older() {
 
 #[tokio::test]
 async fn timeouts_and_cancellation() {
-    let srv = TestServer::start_with(|c| {
+    let (srv, clock) = TestServer::start_driven(|c| {
         c.command_grace = Duration::from_millis(300);
         c.cancel_grace = Duration::from_millis(800);
     })
     .await;
+    let sweep = srv.handle.state().config.sweep_interval;
     let tech = srv.user("technician").await;
     let (mut agent, _) = srv.agent("a", "m").await;
     // a command the agent never finishes becomes `timeout` after timeout + grace
@@ -380,7 +381,7 @@ async fn timeouts_and_cancellation() {
         .await;
     expect_run(&mut agent).await;
     let c = srv
-        .wait_command(&tech, t, |c| c["status"] != "running")
+        .wait_command_driven(&tech, t, &clock, sweep, |c| c["status"] != "running")
         .await;
     assert_eq!(
         (c["status"].as_str(), c["phase"].as_str()),
@@ -441,7 +442,7 @@ async fn timeouts_and_cancellation() {
     )
     .await;
     let c = srv
-        .wait_command(&tech, c2, |c| c["status"] != "running")
+        .wait_command_driven(&tech, c2, &clock, sweep, |c| c["status"] != "running")
         .await;
     assert_eq!(c["status"], "cancelled");
 }
