@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use rmm_core::delivery;
 
-use crate::clock::{ServerClock, TokioClock};
+use crate::clock::{ServerClock, TokioClock, duration_ms};
 
 /// Everything the server needs to run.
 #[derive(Debug, Clone)]
@@ -144,10 +144,9 @@ impl Config {
     /// as online (ms): three missed heartbeats plus the `last_seen` flush
     /// delay and a second of slack.
     pub fn online_window_ms(&self) -> i64 {
-        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
-        ms(self.heartbeat_interval)
+        duration_ms(self.heartbeat_interval)
             .saturating_mul(i64::from(delivery::SILENT_INTERVALS))
-            .saturating_add(ms(self.last_seen_flush))
+            .saturating_add(duration_ms(self.last_seen_flush))
             .saturating_add(1000)
     }
 

@@ -44,7 +44,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use uuid::Uuid;
 
 use crate::audit::AuditGate;
-use crate::clock::{ServerClock, Sleep};
+use crate::clock::{ServerClock, Sleep, duration_ms};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::service::releases::ReleaseCatalog;
@@ -421,7 +421,7 @@ impl Hub {
             return;
         }
         self.last_prune_ms.store(now, Ordering::Relaxed);
-        let before = now.saturating_sub(ms(keep));
+        let before = now.saturating_sub(duration_ms(keep));
         match self.store.prune_audit(before).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(deleted = n, before, "audit retention"),
@@ -433,7 +433,7 @@ impl Hub {
         let now = self.now_ms();
         match self
             .store
-            .expire_commands(now, ms(self.config.cancel_grace))
+            .expire_commands(now, duration_ms(self.config.cancel_grace))
             .await
         {
             Ok(expired) => {
@@ -834,7 +834,7 @@ impl Hub {
     /// Fetches due work from the store for the machine: queued commands
     /// (and after a (re)connect every non-final one), then cancel requests.
     async fn fetch(&self, s: &mut Session, fetch: Fetch) -> Result<(), delivery::Error> {
-        let grace = ms(self.config.command_grace);
+        let grace = duration_ms(self.config.command_grace);
         let due = self
             .store
             .deliverable_commands(s.agent_id, self.now_ms(), grace, fetch.include_inflight)
@@ -1056,8 +1056,4 @@ fn too_big(e: &axum::Error) -> bool {
         source = err.source();
     }
     false
-}
-
-fn ms(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }

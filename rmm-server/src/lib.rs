@@ -252,7 +252,7 @@ pub async fn open_state(
     let releases = Arc::new(ReleaseCatalog::new(config.downloads_dir.clone()));
     let audit_gate = Arc::new(audit::AuditGate::new(
         config.unauth_audit_per_window,
-        i64::try_from(config.unauth_audit_window.as_millis()).unwrap_or(audit::WINDOW_MS),
+        clock::duration_ms(config.unauth_audit_window),
     ));
     let hub = Hub::new(hub::HubParts {
         store: store.clone(),

@@ -7,21 +7,51 @@ use rmm_core::channel::{Arch, Channel, Os, Version};
 
 use crate::error::ErrorInfo;
 
-/// An agent build in a downloads directory.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Release {
-    /// File name in the downloads directory.
-    pub file_name: String,
-    /// `linux`, `windows` or `darwin`.
-    pub os: String,
-    /// CPU architecture.
-    pub arch: String,
-    /// Semantic version.
-    pub version: String,
-    /// `stable` or `beta`.
-    pub channel: String,
-    /// Hex SHA-256 from the `.sha256` sidecar.
-    pub sha256: String,
+/// Defines the `Release` value type (an agent build in a downloads
+/// directory) once, for this crate's plain struct and for the bindings'
+/// classes: the attributes given go on the struct. With `convert`, a
+/// `From<rmm_bindings_common::channel::Release>` is generated too.
+#[macro_export]
+macro_rules! release_value {
+    ($(#[$m:meta])* Release;) => {
+        /// An agent build in a downloads directory.
+        $(#[$m])*
+        pub struct Release {
+            /// File name in the downloads directory.
+            pub file_name: String,
+            /// `linux`, `windows` or `darwin`.
+            pub os: String,
+            /// CPU architecture.
+            pub arch: String,
+            /// Semantic version.
+            pub version: String,
+            /// `stable` or `beta`.
+            pub channel: String,
+            /// Hex SHA-256 from the `.sha256` sidecar.
+            pub sha256: String,
+        }
+    };
+    (convert $(#[$m:meta])* Release;) => {
+        $crate::release_value! { $(#[$m])* Release; }
+
+        impl From<$crate::channel::Release> for Release {
+            fn from(r: $crate::channel::Release) -> Self {
+                Release {
+                    file_name: r.file_name,
+                    os: r.os,
+                    arch: r.arch,
+                    version: r.version,
+                    channel: r.channel,
+                    sha256: r.sha256,
+                }
+            }
+        }
+    };
+}
+
+release_value! {
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    Release;
 }
 
 fn invalid(e: impl std::fmt::Display) -> ErrorInfo {

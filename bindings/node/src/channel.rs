@@ -8,34 +8,10 @@ use rmm_bindings_common::channel as common;
 
 use crate::errors::IntoJs;
 
-/// An agent build in a downloads directory.
-#[napi(object)]
-pub struct Release {
-    /// File name in the downloads directory.
-    pub file_name: String,
-    /// `linux`, `windows` or `darwin`.
-    pub os: String,
-    /// CPU architecture.
-    pub arch: String,
-    /// Semantic version.
-    pub version: String,
-    /// `stable` or `beta`.
-    pub channel: String,
-    /// Hex SHA-256 from the `.sha256` sidecar.
-    pub sha256: String,
-}
-
-impl From<common::Release> for Release {
-    fn from(r: common::Release) -> Self {
-        Release {
-            file_name: r.file_name,
-            os: r.os,
-            arch: r.arch,
-            version: r.version,
-            channel: r.channel,
-            sha256: r.sha256,
-        }
-    }
+rmm_bindings_common::release_value! {
+    convert
+    #[napi(object)]
+    Release;
 }
 
 /// The build an agent on `os`/`arch` following `channel` (`stable` by

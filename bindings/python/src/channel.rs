@@ -6,22 +6,11 @@ use rmm_bindings_common::channel as common;
 
 use crate::errors::IntoPyErr;
 
-/// An agent build in a downloads directory.
-#[pyclass(frozen, get_all, module = "rmm.channel")]
-#[derive(Debug, Clone)]
-pub struct Release {
-    /// File name in the downloads directory.
-    pub file_name: String,
-    /// `linux`, `windows` or `darwin`.
-    pub os: String,
-    /// CPU architecture.
-    pub arch: String,
-    /// Semantic version.
-    pub version: String,
-    /// `stable` or `beta`.
-    pub channel: String,
-    /// Hex SHA-256 from the `.sha256` sidecar.
-    pub sha256: String,
+rmm_bindings_common::release_value! {
+    convert
+    #[pyclass(frozen, get_all, module = "rmm.channel")]
+    #[derive(Debug, Clone)]
+    Release;
 }
 
 #[pymethods]
@@ -31,19 +20,6 @@ impl Release {
             "Release(file_name={:?}, version={:?}, channel={:?})",
             self.file_name, self.version, self.channel
         )
-    }
-}
-
-impl From<common::Release> for Release {
-    fn from(r: common::Release) -> Self {
-        Release {
-            file_name: r.file_name,
-            os: r.os,
-            arch: r.arch,
-            version: r.version,
-            channel: r.channel,
-            sha256: r.sha256,
-        }
     }
 }
 
